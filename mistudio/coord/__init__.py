@@ -1,0 +1,1 @@
+"""Coordination between processes and devices sharing one Redis: heartbeats, locks, leader election."""

@@ -1,0 +1,200 @@
+"""The job API for notebooks and the CLI: submit, follow, wait, cancel, retry.
+
+    from mistudio import jobs
+    job = jobs.submit("diagnostics.sleep", {"seconds": 2})
+    job.status(); job.progress(); job.result(timeout=60); job.cancel(); job.retry()
+    jobs.list_jobs()
+
+Input is checked before anything is queued (unknown task, bad parameters, parameters
+that are not JSON): the error names the field and the fix. A job accepted is never
+lost: it is in Redis (AOF on) until a worker acknowledges it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+
+from mistudio.errors import InvalidInput, MistudioError
+from mistudio.queue import records
+from mistudio.queue.apps import huey_app, make_task
+from mistudio.queue.routes import route
+from mistudio.queue.tasks import get_task
+from mistudio.redis import keys
+from mistudio.redis.connection import get_client
+from mistudio.settings import Settings, get_settings
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class JobNotFound(MistudioError, KeyError):
+    def __init__(self, job_id: str):
+        super().__init__(f"no job {job_id!r} (job records are kept until 24 h after the job ends)")
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0]
+
+
+class JobFailed(MistudioError):
+    """A job ended failed, cancelled or dead; carries the error and the traceback."""
+
+    def __init__(self, job_id: str, state: str, error: str | None, traceback: str | None = None):
+        self.job_id, self.state, self.error, self.traceback = job_id, state, error, traceback
+        super().__init__(f"job {job_id} {state}: {error or 'no error recorded'}")
+
+
+class Job:
+    """A handle on one job. Cheap: every call reads the record from Redis."""
+
+    def __init__(self, job_id: str, settings: Settings | None = None):
+        self.id = job_id
+        self.settings = settings or get_settings()
+        self._results = get_client("results", settings=self.settings)
+
+    def __repr__(self) -> str:
+        try:
+            return f"<Job {self.id} {self.status()}>"
+        except MistudioError:
+            return f"<Job {self.id}>"
+
+    def _ipython_display_(self):
+        from mistudio.widgets import TrainingMonitor
+
+        TrainingMonitor(self)._ipython_display_()
+
+    def record(self) -> dict:
+        record = records.get(self._results, self.id)
+        if record is None:
+            raise JobNotFound(self.id)
+        return record
+
+    def status(self) -> str:
+        return self.record()["state"]
+
+    def progress(self) -> dict | None:
+        return records.get_progress(self._results, self.id)
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Block until the job ends (or timeout, raising TimeoutError); return its record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            record = self.record()
+            if record["state"] in records.TERMINAL:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still {record['state']} after {timeout} s")
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.5)
+
+    def result(self, timeout: float | None = None) -> dict | None:
+        """Wait for the job; its result if it succeeded, else raise JobFailed."""
+        record = self.wait(timeout)
+        stored = records.get_result(self._results, self.id) or {}
+        if record["state"] != "succeeded":
+            raise JobFailed(self.id, record["state"], record.get("error") or stored.get("error"), stored.get("traceback"))
+        return stored.get("result")
+
+    def cancel(self) -> bool:
+        """Cancel: a queued job never runs; a running one is stopped. False if it had already ended."""
+        record = self.record()
+        if record["state"] == "queued" and records.finish(
+            self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
+        ):
+            return True
+        if self.record()["state"] == "running":
+            return records.request_cancel(self._results, self.id)
+        return False
+
+    def retry(self) -> "Job":
+        """Run a failed, cancelled or dead job again, under the same id (training resumes from its checkpoint)."""
+        record = self.record()
+        state = record["state"]
+        if state not in ("failed", "cancelled", "dead"):
+            raise InvalidInput("job", f"{self.id} is {state}", "only failed, cancelled or dead jobs can be retried")
+        reset = dict(state="queued", error="", note=f"retried after {state}", finished_at="", worker="", cancel_requested="0")
+        if not records.update_if(self._results, self.id, (state,), **reset):
+            raise InvalidInput("job", f"{self.id} changed state meanwhile", "look at job.status() and try again")
+        self._results.delete(keys.job_result(self.id), keys.job_cancel(self.id))
+        app = huey_app(record["queue"], self.settings)
+        if not (state == "dead" and app.storage.requeue_dead(self.id, record["priority"])):
+            app.enqueue(make_task(app, record["task"], self.id, record["params"], record["priority"]))
+        return self
+
+
+def _check_json(params: dict) -> None:
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("params", f"must be JSON (numbers, strings, lists, dicts): {exc}",
+                           "pass plain values; convert paths with str() and arrays with .tolist()") from None
+
+
+def submit(
+    task: str,
+    params: dict | None = None,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    job_id: str | None = None,
+    time_limit: float | None = None,
+    settings: Settings | None = None,
+) -> Job:
+    """Check the input, record the job, queue it; return its handle."""
+    settings = settings or get_settings()
+    spec = get_task(task)
+    where = route(task, queue, priority)
+    params = dict(params or {})
+    if not isinstance(params, dict):
+        raise InvalidInput("params", "must be a dict", "pass keyword parameters as a dict")
+    if spec.validate is not None:
+        params = spec.validate(params)
+    _check_json(params)
+    if time_limit is None:
+        time_limit = settings.task_time_limit
+    if not isinstance(time_limit, (int, float)) or not math.isfinite(time_limit) or time_limit <= 0:
+        raise InvalidInput("time_limit", f"must be a positive number of seconds, got {time_limit!r}", "e.g. 3600")
+    results = get_client("results", settings=settings)
+    if job_id is None:
+        job_id = f"{spec.id_prefix}_{uuid.uuid4().hex[:12]}"
+    elif not _JOB_ID.match(job_id):
+        raise InvalidInput("job_id", f"{job_id!r} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
+    elif records.get(results, job_id) is not None:
+        raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
+
+    records.create(results, job_id, task, where.queue, where.priority, params, float(time_limit))
+    try:
+        app = huey_app(where.queue, settings)
+        app.enqueue(make_task(app, task, job_id, params, where.priority))
+    except Exception as exc:
+        records.finish(results, job_id, "failed", error=f"could not be queued: {exc}")
+        raise
+    return Job(job_id, settings)
+
+
+def get_job(job_id: str, settings: Settings | None = None) -> Job:
+    job = Job(job_id, settings)
+    job.record()  # raises JobNotFound
+    return job
+
+
+def list_jobs(limit: int = 50, *, state: str | None = None, task: str | None = None,
+              settings: Settings | None = None) -> list[dict]:
+    """Job records, newest first, with their progress snapshot."""
+    settings = settings or get_settings()
+    results = get_client("results", settings=settings)
+    out = []
+    offset = 0
+    while len(out) < limit:
+        batch = records.list_records(results, limit=max(limit, 50), offset=offset)
+        if not batch:
+            break
+        offset += len(batch)
+        for record in batch:
+            if (state is None or record["state"] == state) and (task is None or record["task"] == task):
+                record["progress"] = records.get_progress(results, record["id"])
+                out.append(record)
+    return out[:limit]

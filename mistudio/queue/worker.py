@@ -1,0 +1,261 @@
+"""The worker side of at-least-once delivery.
+
+`LeasedWorker` is a Huey Worker (the consumer's `worker_class`) that claims a message
+under a lease and hands it to an `Execution`, which:
+- skips jobs already final (cancelled while queued, or a duplicate delivery);
+- keeps the lease alive (a keeper thread renews it every lease/3, polls the cancel
+  flag and the time limit, and stops the job when any of them says so);
+- runs the task in this thread, or for isolated queues (gpu) in a spawned child
+  process that it supervises and kills on cancel, lost lease or time limit;
+- acknowledges the message when the job ended, gives it back when the worker stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from huey.consumer import Worker
+
+from mistudio.queue import context, records
+from mistudio.queue.storage import Lease, LeaseStorage
+
+logger = logging.getLogger("mistudio.queue.worker")
+
+CHILD_STOP_GRACE = 10.0  # seconds a child gets to stop cleanly before SIGKILL
+SHUTDOWN_GRACE = 3.0  # ... when the whole worker is stopping
+
+
+class Runtime:
+    """What all worker threads of one consumer process share."""
+
+    def __init__(self, *, huey, queue_spec, worker_id: str, settings, results_client):
+        self.huey = huey
+        self.queue = queue_spec
+        self.worker_id = worker_id
+        self.settings = settings
+        self.results = results_client
+        self.storage: LeaseStorage = huey.storage
+        self.active: set[Execution] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def shutdown(self) -> None:
+        """Give every running job back to the queue at once (SIGTERM/SIGINT)."""
+        self.stopping.set()
+        with self.lock:
+            active = list(self.active)
+        for execution in active:
+            execution.give_back()
+        for execution in active:
+            execution.wait_child(SHUTDOWN_GRACE)
+
+
+class Execution:
+    def __init__(self, runtime: Runtime, lease: Lease):
+        self.rt = runtime
+        self.lease = lease
+        self.child: subprocess.Popen | None = None
+        self.ctx: context.JobContext | None = None
+        self._released = False
+        self._done = threading.Event()
+
+    # --- the steps -------------------------------------------------------------------
+
+    def run(self) -> None:
+        rt, lease = self.rt, self.lease
+        try:
+            task = rt.huey.deserialize_task(lease.message)
+        except Exception as exc:
+            logger.error("undecodable message on %s: %s; moved to dead letters", rt.queue.name, exc)
+            rt.storage.bury(lease)
+            if lease.job_id:
+                records.finish(rt.results, lease.job_id, "dead", error=f"undecodable message: {exc}")
+            return
+        outcome, record = records.start(rt.results, lease.job_id, worker=rt.worker_id, lease=lease.id,
+                                        attempt=lease.attempt)
+        if outcome == "missing":
+            # Enqueued straight through Huey: give it a record so it can be followed.
+            params = task.args[1] if len(task.args) > 1 else {}
+            records.create(rt.results, lease.job_id, task.name, rt.queue.name, task.priority or 0, params or {},
+                           rt.settings.task_time_limit)
+            outcome, record = records.start(rt.results, lease.job_id, worker=rt.worker_id, lease=lease.id,
+                                            attempt=lease.attempt)
+        if outcome == "skip":
+            logger.info("job %s is %s: not running it", lease.job_id, record["state"])
+            rt.storage.ack(lease)
+            return
+        self.ctx = context.JobContext(
+            job_id=lease.job_id, task=task.name, queue=rt.queue.name, attempt=lease.attempt, lease_id=lease.id,
+            worker_id=rt.worker_id, storage=rt.storage, results=rt.results,
+        )
+        with rt.lock:
+            rt.active.add(self)
+        keeper = threading.Thread(target=self._keep, args=(record.get("time_limit") or rt.settings.task_time_limit,),
+                                  name=f"lease-{lease.job_id}", daemon=True)
+        keeper.start()
+        try:
+            if rt.queue.isolate:
+                self._run_child()
+            else:
+                self._run_inline(task)
+        finally:
+            self._done.set()
+            keeper.join(timeout=5)
+            with rt.lock:
+                rt.active.discard(self)
+        self._settle()
+
+    def _run_inline(self, task) -> None:
+        token = context.activate(self.ctx)
+        try:
+            self.rt.huey.execute(task)
+        finally:
+            context.deactivate(token)
+
+    def _run_child(self) -> None:
+        payload = {
+            "queue": self.rt.queue.name, "message": self.lease.message.decode(), "lease_id": self.lease.id,
+            "job_id": self.lease.job_id, "attempt": self.lease.attempt, "worker_id": self.rt.worker_id,
+        }
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "mistudio.queue.child"], stdin=subprocess.PIPE, text=True, env=os.environ.copy()
+        )
+        self._send({"start": payload})
+        stop_sent_at = None
+        while self.child.poll() is None:
+            if self.ctx.stop_reason and stop_sent_at is None:
+                self._send({"stop": self.ctx.stop_reason})
+                stop_sent_at = time.monotonic()
+            grace = SHUTDOWN_GRACE if self.ctx.stop_reason == "shutdown" else CHILD_STOP_GRACE
+            if stop_sent_at is not None and time.monotonic() - stop_sent_at > grace:
+                logger.warning("job %s: child did not stop in %.0f s, killing it", self.lease.job_id, grace)
+                self.child.kill()
+            time.sleep(0.05)
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.child.stdin.write(json.dumps(message) + "\n")
+            self.child.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def wait_child(self, timeout: float) -> None:
+        if self.child is None:
+            return
+        try:
+            self.child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait(5)
+
+    def _keep(self, time_limit: float) -> None:
+        """Renew the lease, watch the cancel flag and the time limit, until the job ends."""
+        rt, ctx = self.rt, self.ctx
+        lease_len = rt.storage.lease_seconds
+        started = time.monotonic()
+        last_renewed = started
+        next_renew = started + lease_len / 3
+        next_cancel_check = started + 0.25
+        while not self._done.wait(0.05):
+            now = time.monotonic()
+            if now >= next_renew:
+                try:
+                    if rt.storage.renew(self.lease):
+                        last_renewed = now
+                    else:
+                        ctx.stop("lease_lost")
+                except Exception:
+                    logger.warning("job %s: lease renewal failed, retrying", self.lease.job_id)
+                    if now - last_renewed > lease_len:
+                        ctx.stop("lease_lost")
+                next_renew = now + (lease_len / 3 if ctx.stop_reason is None else 0.5)
+            if now >= next_cancel_check:
+                try:
+                    if records.cancel_requested(rt.results, self.lease.job_id):
+                        ctx.stop("cancelled")
+                except Exception:
+                    pass
+                next_cancel_check = now + 0.25
+            if now - started > time_limit:
+                ctx.stop("time_limit")
+
+    def give_back(self) -> None:
+        """The worker is stopping: requeue now, then stop the task (its writes are fenced off)."""
+        if self.ctx is None or self._released:
+            return
+        self._released = True
+        self.ctx.stop("shutdown")
+        try:
+            if self.rt.storage.release(self.lease):
+                records.mark_queued(self.rt.results, self.lease.job_id, note="requeued: its worker was stopped")
+                logger.info("job %s: given back to the %s queue", self.lease.job_id, self.rt.queue.name)
+        except Exception:
+            logger.exception("job %s: could not give it back; its lease will expire", self.lease.job_id)
+
+    def _settle(self) -> None:
+        """After the task returned (or its child exited): ack, requeue or bury."""
+        rt, ctx, lease = self.rt, self.ctx, self.lease
+        reason = ctx.stop_reason
+        if reason == "shutdown":
+            self.give_back()
+            return
+        if reason == "lease_lost":
+            return  # the reaper already requeued it; the next delivery owns the job
+        record = records.get(rt.results, lease.job_id) or {}
+        state = record.get("state")
+        rc = self.child.returncode if self.child is not None else 0
+        if state in records.ACTIVE:
+            # The task did not record an end: its child crashed, or it was stopped mid-way.
+            if reason == "cancelled":
+                records.finish(rt.results, lease.job_id, "cancelled", error="cancelled by user")
+            elif reason == "time_limit":
+                records.finish(rt.results, lease.job_id, "failed", error="time limit exceeded")
+            elif rc < 0:
+                # Killed by a signal we did not send (e.g. the OOM killer): a crash, retried.
+                if lease.attempt < rt.settings.max_attempts and rt.storage.release(lease):
+                    records.mark_queued(rt.results, lease.job_id, note=f"requeued: its process was killed by signal {-rc}")
+                    return
+                rt.storage.bury(lease)
+                records.finish(rt.results, lease.job_id, "dead",
+                               error=f"its process was killed by signal {-rc} on each of {lease.attempt} attempts")
+                return
+            else:
+                records.finish(rt.results, lease.job_id, "failed",
+                               error=f"the job's process exited with code {rc} without a result; see the worker log")
+        if not rt.storage.ack(lease):
+            logger.warning("job %s: lease was lost before the ack", lease.job_id)
+
+
+class LeasedWorker(Worker):
+    """A Huey worker thread that claims under a lease instead of popping."""
+
+    def __init__(self, *args, runtime: Runtime, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def loop(self, now=None):
+        if self.runtime.stopping.is_set():
+            self.stop_flag.wait(0.1)
+            return
+        try:
+            lease = self.runtime.storage.claim(self.runtime.worker_id)
+        except Exception:
+            self._logger.exception("Error reading from the %s queue", self.runtime.queue.name)
+            self.sleep()
+            return
+        if lease is None:
+            return
+        self.delay = self.default_delay
+        if self.runtime.stopping.is_set():
+            self.runtime.storage.release(lease)
+            return
+        try:
+            Execution(self.runtime, lease).run()
+        except Exception:
+            self._logger.exception("job %s: worker error", lease.job_id)

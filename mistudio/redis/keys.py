@@ -1,0 +1,155 @@
+"""Every Redis key and pub/sub channel name miStudio uses, in one place.
+
+Names follow the seed where it names them (channels, cache keys, locks, heartbeats).
+Each function says which database the key lives in (see mistudio.settings).
+Pub/sub channels are global in Redis (not per database).
+"""
+
+from __future__ import annotations
+
+# --- queue (DB queue) ----------------------------------------------------------
+# Huey's own pending-queue key is "huey.redis.{name}"; ours sit beside it.
+
+
+def queue_pending(queue: str) -> str:
+    """Sorted set of waiting messages (Huey's PriorityRedisStorage layout)."""
+    return f"huey.redis.{queue}"
+
+
+def queue_schedule(queue: str) -> str:
+    """Sorted set of messages waiting for their ETA (Huey's schedule)."""
+    return f"huey.schedule.{queue}"
+
+
+def queue_inflight(queue: str) -> str:
+    """Hash lease_id -> message claimed by a worker and not yet acknowledged."""
+    return f"mistudio.inflight.{queue}"
+
+
+def queue_leases(queue: str) -> str:
+    """Sorted set lease_id -> deadline (Redis TIME, seconds) of in-flight messages."""
+    return f"mistudio.leases.{queue}"
+
+
+def queue_lease_info(queue: str) -> str:
+    """Hash lease_id -> JSON {job_id, worker, attempt, priority, enqueued} for in-flight messages."""
+    return f"mistudio.leaseinfo.{queue}"
+
+
+def queue_dead(queue: str) -> str:
+    """Hash job_id -> message that exhausted its attempts (dead letters)."""
+    return f"mistudio.dead.{queue}"
+
+
+def queue_attempts(queue: str) -> str:
+    """Hash job_id -> number of deliveries so far."""
+    return f"mistudio.attempts.{queue}"
+
+
+def queue_notify(queue: str) -> str:
+    """Short list a worker blocks on (BRPOP) to wake the moment a message arrives."""
+    return f"mistudio.notify.{queue}"
+
+
+def queue_seq() -> str:
+    """Counter that orders messages of equal priority (FIFO), shared by all queues."""
+    return "mistudio.queue.seq"
+
+
+# --- job records (DB results) ---------------------------------------------------
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (state, task, queue, config, attempts, worker, times, error)."""
+    return f"mistudio:job:{job_id}"
+
+
+def job_progress(job_id: str) -> str:
+    """JSON progress snapshot, TTL 1 h (the seed's celery-task-progress-*)."""
+    return f"mistudio:job:{job_id}:progress"
+
+
+def job_result(job_id: str) -> str:
+    """JSON result or error, TTL 24 h (the seed's celery-task-meta-*)."""
+    return f"mistudio:job:{job_id}:result"
+
+
+def job_cancel(job_id: str) -> str:
+    """Flag set when a user cancels a job; workers poll it."""
+    return f"mistudio:job:{job_id}:cancel"
+
+
+def jobs_index() -> str:
+    """Sorted set job_id -> created time, for listing jobs without SCAN."""
+    return "mistudio:jobs"
+
+
+def job_finished_channel() -> str:
+    """Pub/sub channel on which a job id is published when its job ends (wakes waiters)."""
+    return "mistudio:jobs:finished"
+
+
+# --- services (DB locks) --------------------------------------------------------
+
+
+def workers_registry() -> str:
+    """Sorted set worker_id -> last heartbeat time, for listing workers without KEYS."""
+    return "workers:registry"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """JSON heartbeat with a 30 s TTL (the seed's name)."""
+    return f"worker:{worker_id}:heartbeat"
+
+
+def worker_jobs(worker_id: str) -> str:
+    """Set of job ids a worker is running (the seed's name)."""
+    return f"worker:{worker_id}:jobs"
+
+
+def job_assignment(job_id: str) -> str:
+    """Hash worker_id / assigned_at / status (the seed's name)."""
+    return f"job:{job_id}:assignment"
+
+
+# --- pub/sub channels (global) and their history (DB pubsub) ---------------------
+
+
+def training_channel(training_id: str) -> str:
+    return f"training:{training_id}"
+
+
+def features_channel(training_id: str) -> str:
+    return f"features:{training_id}"
+
+
+def dataset_download_channel(dataset_id: str) -> str:
+    return f"dataset:{dataset_id}:download"
+
+
+def model_download_channel(model_id: str) -> str:
+    return f"model:{model_id}:download"
+
+
+SYSTEM_STATUS_CHANNEL = "system:status"
+SYSTEM_ALERTS_CHANNEL = "system:alerts"
+
+
+def event_history(channel: str) -> str:
+    """Capped stream of every event published on a channel (late joiners read it)."""
+    return f"events:{channel}:history"
+
+
+def event_latest(channel: str) -> str:
+    """The latest event on a channel (a snapshot for a quick look)."""
+    return f"events:{channel}:latest"
+
+
+def event_seq(channel: str) -> str:
+    """Per-channel monotonic sequence counter."""
+    return f"events:{channel}:seq"
+
+
+# --- embedded-server self check --------------------------------------------------
+
+PROBE_KEY = "mistudio:probe"

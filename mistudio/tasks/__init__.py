@@ -1,0 +1,6 @@
+"""Queue tasks: the thin glue between the ML core and the job queue.
+
+Importing this package registers every task (see mistudio.queue.tasks).
+"""
+
+from mistudio.tasks import diagnostics  # noqa: F401
