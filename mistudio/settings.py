@@ -23,6 +23,13 @@ notebook can change an environment variable and see it take effect.
 | MISTUDIO_MAX_ATTEMPTS | 3                  | deliveries before a job is dead-lettered             |
 | MISTUDIO_CONNECT_TIMEOUT | 1.0             | seconds to wait for a Redis connection               |
 | MISTUDIO_DEVICE_ID    | (host name)        | this machine's name in heartbeats, locks, worker ids |
+| MISTUDIO_HEARTBEAT_INTERVAL | 10           | seconds between worker heartbeats                    |
+| MISTUDIO_HEARTBEAT_TTL| 30                 | seconds a heartbeat lives: a silent worker is gone   |
+| MISTUDIO_LEADER_TTL   | min(30, lease)     | leader lease; a dead leader is replaced within it    |
+| MISTUDIO_STATUS_INTERVAL | 10              | seconds between the leader's status/alert rounds     |
+| MISTUDIO_RATE_LIMITS  | on                 | `off`: submit skips rate limits (benchmarks, bulk)   |
+| MISTUDIO_MEMORY_BUDGET| 512 MiB            | bytes the activation store may hold (8 GB devices)   |
+| MISTUDIO_EVENT_HISTORY| 20000              | events kept per channel for late subscribers         |
 """
 
 from __future__ import annotations
@@ -97,6 +104,17 @@ def _number(name: str, default, cast=int):
         raise InvalidInput(name, f"must be {kind}, got {raw!r}", f"set {name} to {kind}") from None
 
 
+def _switch(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise InvalidInput(name, f"must be on or off, got {raw!r}", f"set {name}=on or {name}=off")
+
+
 def _int(name: str, default: int) -> int:
     return _number(name, default, int)
 
@@ -120,6 +138,13 @@ class Settings:
     max_attempts: int
     connect_timeout: float
     device_id: str
+    heartbeat_interval: float
+    heartbeat_ttl: float
+    leader_ttl: float
+    status_interval: float
+    rate_limits: bool
+    memory_budget: int
+    event_history: int
     extra: dict = field(default_factory=dict)
 
     def db(self, name: str) -> int:
@@ -173,6 +198,11 @@ def get_settings() -> Settings:
     attempts = _int("MISTUDIO_MAX_ATTEMPTS", 3)
     if attempts < 1:
         raise InvalidInput("MISTUDIO_MAX_ATTEMPTS", f"must be >= 1, got {attempts}", "use 1 or more")
+    beat_interval = _float("MISTUDIO_HEARTBEAT_INTERVAL", 10.0)
+    beat_ttl = _float("MISTUDIO_HEARTBEAT_TTL", 30.0)
+    if not 0 < beat_interval < beat_ttl:
+        raise InvalidInput("MISTUDIO_HEARTBEAT_TTL", f"must exceed the interval ({beat_interval} s), got {beat_ttl}",
+                           "use about three intervals (10 and 30 by default)")
     home = Path(os.environ.get("MISTUDIO_HOME") or Path.home() / ".mistudio").expanduser().absolute()
     return Settings(
         redis_url=os.environ.get("REDIS_URL") or None,
@@ -188,4 +218,12 @@ def get_settings() -> Settings:
         max_attempts=attempts,
         connect_timeout=_float("MISTUDIO_CONNECT_TIMEOUT", 1.0),
         device_id=os.environ.get("MISTUDIO_DEVICE_ID") or socket.gethostname(),
+        heartbeat_interval=beat_interval,
+        heartbeat_ttl=beat_ttl,
+        # A dead leader's duties (the reaper) stop for up to this long: keep it within a lease.
+        leader_ttl=_float("MISTUDIO_LEADER_TTL", min(30.0, lease)),
+        status_interval=_float("MISTUDIO_STATUS_INTERVAL", 10.0),
+        rate_limits=_switch("MISTUDIO_RATE_LIMITS", True),
+        memory_budget=_int("MISTUDIO_MEMORY_BUDGET", 512 * 2**20),
+        event_history=_int("MISTUDIO_EVENT_HISTORY", 20000),
     )

@@ -112,6 +112,49 @@ def job_assignment(job_id: str) -> str:
     return f"job:{job_id}:assignment"
 
 
+def gpu_lock(device_id: str) -> str:
+    """String "{fence}|{owner}", PX lease: who may use this device's GPU (the seed's name)."""
+    return f"lock:gpu:{device_id}"
+
+
+def gpu_fence(device_id: str) -> str:
+    """Counter, never expires: the fencing token of each new GPU lock holder (INCR)."""
+    return f"lock:gpu:{device_id}:fence"
+
+
+def cluster_leader() -> str:
+    """String "{term}|{node_id}", PX lease: the node running cluster duties (the seed's name)."""
+    return "cluster:leader"
+
+
+def cluster_term() -> str:
+    """Counter, never expires: the term of each new leader (INCR)."""
+    return "cluster:leader:term"
+
+
+def metrics_last() -> str:
+    """JSON: the leader's last Redis metrics sample (rates are computed against it)."""
+    return "monitoring:metrics:last"
+
+
+def alerts_active() -> str:
+    """JSON list of the alerts active at the leader's last evaluation (short TTL)."""
+    return "monitoring:alerts:active"
+
+
+# --- rate and concurrency limits (DB ratelimit) -----------------------------------
+
+
+def ratelimit_window(subject: str, tier: str, seconds: float) -> str:
+    """Sorted set request id -> Redis TIME of one sliding window (the seed's ratelimit:global:api + length)."""
+    return f"ratelimit:{subject}:{tier}:{seconds:g}s"
+
+
+def concurrency_slots(scope: str, name: str) -> str:
+    """Sorted set holder token -> lease expiry: who holds the slots of one concurrency limit."""
+    return f"concurrency:{scope}:{name}"
+
+
 # --- pub/sub channels (global) and their history (DB pubsub) ---------------------
 
 
@@ -125,6 +168,11 @@ def features_channel(training_id: str) -> str:
 
 def dataset_download_channel(dataset_id: str) -> str:
     return f"dataset:{dataset_id}:download"
+
+
+def dataset_process_channel(dataset_id: str) -> str:
+    """Tokenization progress (not in the seed, which names only downloads)."""
+    return f"dataset:{dataset_id}:process"
 
 
 def model_download_channel(model_id: str) -> str:

@@ -3,4 +3,4 @@
 Importing this package registers every task (see mistudio.queue.tasks).
 """
 
-from mistudio.tasks import diagnostics  # noqa: F401
+from mistudio.tasks import data, diagnostics  # noqa: F401

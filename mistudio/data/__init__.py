@@ -1,0 +1,30 @@
+"""Data: corpora, tokenization and packing, processed datasets, hub downloads, activations.
+
+No Redis in here: long operations take a `progress(dict)` callback instead.
+Names are imported lazily so `import mistudio.data` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "iter_documents": "corpora",
+    "stdlib_documents": "corpora",
+    "PackedTokens": "packing",
+    "pack_documents": "packing",
+    "ProcessedDataset": "processed",
+    "process_dataset": "processed",
+    "download_dataset": "download",
+    "ActivationCache": "activations",
+    "ActivationStore": "activations",
+    "build_activation_cache": "activations",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mistudio.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mistudio.data.{_EXPORTS[name]}"), name)

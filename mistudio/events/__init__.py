@@ -1,0 +1,17 @@
+"""Live progress: typed events on the seed's pub/sub channels, with history.
+
+Workers publish (`publish`, or a throttled `Publisher` that never blocks the caller);
+notebooks subscribe (`Subscription`: a sync iterator, or `async for` on the kernel's
+event loop). Every event is also kept in a capped per-channel stream, so a subscriber
+that joins late or reconnects gets the backlog first, then live events: no gap, no
+duplicate (subscribe first, read history, drop by seq).
+"""
+
+from mistudio.events.publish import Publisher, history, latest, publish
+from mistudio.events.subscribe import Subscription
+from mistudio.events.types import CHANNELS, EVENT_TYPES, TERMINAL_TYPES, Event, channel_for
+
+__all__ = [
+    "CHANNELS", "EVENT_TYPES", "TERMINAL_TYPES", "Event", "Publisher", "Subscription", "channel_for", "history",
+    "latest", "publish",
+]

@@ -1,0 +1,152 @@
+"""Publishing: `publish` (one event, one round trip) and `Publisher` (throttled, off-thread).
+
+A Publisher never slows the training loop: `emit` only stores the event and returns;
+a background thread sends it. Progress-like events are coalesced to at most one per
+`min_interval` per type (the latest wins); completion, error and checkpoint events are
+always sent, in order, after any pending progress. If Redis is away the thread keeps
+retrying; nothing is lost but coalesced progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+
+from mistudio.events.types import TERMINAL_TYPES, Event, check, parse
+from mistudio.redis import keys
+from mistudio.redis.connection import get_client
+from mistudio.redis.scripts import script
+from mistudio.settings import Settings, get_settings
+
+logger = logging.getLogger("mistudio.events")
+
+HISTORY_TTL = 7 * 86400  # seconds a channel's history lives after its last event
+THROTTLED = frozenset({"training.progress", "features.progress", "download.progress", "dataset.progress",
+                       "system.status"})
+
+
+def publish(channel: str, event_type: str, data: dict, *, settings: Settings | None = None) -> Event:
+    """Number, store and publish one event now; returns it as subscribers will see it."""
+    check(event_type, data)
+    settings = settings or get_settings()
+    client = get_client("pubsub", settings=settings)
+    message = script(client, "event_publish")(
+        keys=[keys.event_seq(channel), keys.event_history(channel), keys.event_latest(channel)],
+        args=[channel, json.dumps(event_type), json.dumps(data, separators=(",", ":"), default=_jsonable),
+              json.dumps(time.time()), settings.event_history, HISTORY_TTL],
+    )
+    return parse(channel, message)
+
+
+def _jsonable(value):
+    """numpy / torch scalars and paths in event data."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def latest(channel: str, settings: Settings | None = None) -> Event | None:
+    raw = get_client("pubsub", settings=settings).get(keys.event_latest(channel))
+    return parse(channel, raw) if raw else None
+
+
+def history(channel: str, after_seq: int = 0, count: int | None = None, settings: Settings | None = None) -> list[Event]:
+    """Stored events with seq > after_seq, oldest first."""
+    client = get_client("pubsub", settings=settings)
+    entries = client.xrange(keys.event_history(channel), f"({'0-%d' % after_seq}" if after_seq else "-", "+", count=count)
+    return [parse(channel, fields["m"]) for _, fields in entries]
+
+
+class Publisher:
+    """Throttled publishing for one channel from a background thread."""
+
+    def __init__(self, channel: str, *, min_interval: float = 0.25, settings: Settings | None = None):
+        self.channel = channel
+        self.min_interval = min_interval
+        self.settings = settings or get_settings()
+        self._pending: dict[str, dict] = {}  # throttled type -> latest data
+        self._last_sent: dict[str, float] = {}
+        self._ordered: deque[tuple[str, dict]] = deque(maxlen=10000)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._busy = False
+        self.sent = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{channel}", daemon=True)
+        self._thread.start()
+
+    def emit(self, event_type: str, data: dict) -> None:
+        """Queue an event; returns at once. Progress types are coalesced, others always sent."""
+        check(event_type, data)
+        with self._cond:
+            if event_type in THROTTLED:
+                self._pending[event_type] = data
+            else:
+                self._ordered.append((event_type, data))
+            self._cond.notify()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything emitted so far has been sent (throttle ignored)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._last_sent.clear()  # send pending progress now
+            self._cond.notify()
+            while self._pending or self._ordered or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float = 10.0) -> bool:
+        ok = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        return ok
+
+    def _next(self) -> tuple[str, dict] | None:
+        """Under the lock: the next event due, pending progress before ordered events."""
+        now = time.monotonic()
+        for event_type, data in list(self._pending.items()):
+            due = self._last_sent.get(event_type, 0.0) + self.min_interval
+            if now >= due or (self._ordered and self._ordered[0][0] in TERMINAL_TYPES):
+                del self._pending[event_type]
+                self._last_sent[event_type] = now
+                return event_type, data
+        if self._ordered:
+            return self._ordered.popleft()
+        return None
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                item = self._next()
+                while item is None:
+                    if self._closed:
+                        return
+                    self._cond.wait(self.min_interval / 2 if self._pending else 1.0)
+                    item = self._next()
+                self._busy = True
+            while True:
+                try:
+                    publish(self.channel, *item, settings=self.settings)
+                    self.sent += 1
+                    backoff = 0.1
+                    break
+                except Exception as exc:  # Redis away: keep the event, retry
+                    self.failures += 1
+                    logger.warning("publishing on %s failed (%s); retrying", self.channel, exc)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    if self._closed:
+                        break
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

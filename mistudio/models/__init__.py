@@ -1,0 +1,32 @@
+"""Models: loading (transformers), metadata, hub downloads, and hook points.
+
+No Redis in here: long operations take a `progress(dict)` callback instead.
+Names are imported lazily so `import mistudio.models` stays cheap (transformers takes seconds).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "LoadedModel": "loading",
+    "load_model": "loading",
+    "resolve_model_path": "loading",
+    "bundled_model_path": "loading",
+    "model_metadata": "metadata",
+    "download_model": "download",
+    "HubUnavailable": "download",
+    "list_hook_points": "hooks",
+    "validate_hook_point": "hooks",
+    "capture_activations": "hooks",
+    "patch_activation": "hooks",
+    "parse_hook_point": "hooks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mistudio.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mistudio.models.{_EXPORTS[name]}"), name)

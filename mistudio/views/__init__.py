@@ -1,0 +1,5 @@
+"""Static Plotly figures (go.Figure): small when saved in a notebook, no widget state."""
+
+from mistudio.views.training import TRAINING_METRICS, decimate, training_curves
+
+__all__ = ["TRAINING_METRICS", "decimate", "training_curves"]

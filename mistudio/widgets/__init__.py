@@ -1,0 +1,7 @@
+"""Notebook widgets: live views that listen on the kernel's event loop."""
+
+from mistudio.widgets.jobs_view import JobsView
+from mistudio.widgets.monitor import TrainingMonitor
+from mistudio.widgets.system_view import SystemView
+
+__all__ = ["JobsView", "SystemView", "TrainingMonitor"]
