@@ -34,6 +34,7 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="mistudio-bench-queue-")
     os.environ["MISTUDIO_HOME"] = home
+    os.environ["MISTUDIO_RATE_LIMITS"] = "off"  # we submit hundreds of jobs a second on purpose
     os.environ.pop("REDIS_URL", None)
     from mistudio import jobs
     from mistudio.redis import server

@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 
+from mistudio import limits
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.queue import records
 from mistudio.queue.apps import huey_app, make_task
@@ -165,6 +166,8 @@ def submit(
     elif records.get(results, job_id) is not None:
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 
+    # Rate limits (API tier + the task's tier): raises limits.RateLimited, and nothing is queued.
+    limits.check_submit(task, settings=settings)
     records.create(results, job_id, task, where.queue, where.priority, params, float(time_limit))
     try:
         app = huey_app(where.queue, settings)

@@ -78,4 +78,9 @@ def status(settings: Settings | None = None) -> dict:
     from mistudio.queue import supervisor
 
     result.update(supervisor.queue_status(settings))
+    from mistudio import monitoring
+    from mistudio.coord import leader
+
+    result["metrics"], result["alerts"] = monitoring.snapshot(settings)
+    result["leader"] = leader.current(get_client("locks", settings=settings))
     return result

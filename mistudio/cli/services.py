@@ -51,12 +51,21 @@ def status(as_json: bool):
     click.echo(f"  clients  {r['connected_clients']} connected, {r['blocked_clients']} blocked")
     click.echo(f"  persist  AOF {'on' if p['aof_enabled'] else 'off'} ({p['aof_last_write_status']}),"
                f" last RDB save {age(p['rdb_last_save_time'])} ago, {p['rdb_changes_since_last_save']} changes since")
+    m = s.get("metrics")
+    if m:
+        hit_rate = f"{m['hit_rate']:.0%}" if m["hit_rate"] is not None else "-"
+        click.echo(f"  load     {m['instantaneous_ops_per_sec']} ops/s, fragmentation {m['mem_fragmentation_ratio']},"
+                   f" hit rate {hit_rate}, {m['evicted_keys']} evicted keys")
     rows = [{"queue": q, **v, "local_worker_pid": v["local_worker_pid"] or "-"} for q, v in s["queues"].items()]
     click.echo(table(rows, ["queue", "queued", "scheduled", "in_flight", "dead", "local_worker_pid"]))
-    workers = [{**w, "age": f"{w['age']:.0f}s", "active_jobs": ",".join(w.get("active_jobs") or []) or "-"}
+    workers = [{**w, "age": f"{w['age']:.0f}s", "active_jobs": ",".join(w.get("active_jobs") or []) or "-",
+                "gpu": "-" if w.get("gpu_util") is None else f"{w['gpu_util']:.0f}%",
+                "free": megabytes(w["memory_free"]) if w.get("memory_free") is not None else "-"}
                for w in s["workers"]]
     click.echo("Workers:")
-    click.echo(table(workers, ["worker_id", "status", "queue", "pid", "age", "active_jobs"]))
+    click.echo(table(workers, ["worker_id", "status", "queue", "pid", "age", "gpu", "free", "active_jobs"]))
+    leader = s.get("leader")
+    click.echo(f"Leader: {leader['node']} (term {leader['term']})" if leader else "Leader: none (no worker running)")
     for alert in s.get("alerts", []):
         click.echo(f"ALERT [{alert['level']}] {alert['message']}")
 

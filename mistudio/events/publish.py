@@ -15,9 +15,11 @@ import threading
 import time
 from collections import deque
 
+import redis
+
 from mistudio.events.types import TERMINAL_TYPES, Event, check, parse
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
 
@@ -29,15 +31,26 @@ THROTTLED = frozenset({"training.progress", "features.progress", "download.progr
 
 
 def publish(channel: str, event_type: str, data: dict, *, settings: Settings | None = None) -> Event:
-    """Number, store and publish one event now; returns it as subscribers will see it."""
+    """Number, store and publish one event now; returns it as subscribers will see it.
+
+    When Redis is out of memory (noeviction refuses writes) the event cannot be stored or
+    numbered; it is still PUBLISHed live, with seq 0 (ephemeral: not in the history), so
+    that an alert about the full Redis still reaches whoever listens."""
     check(event_type, data)
     settings = settings or get_settings()
     client = get_client("pubsub", settings=settings)
-    message = script(client, "event_publish")(
-        keys=[keys.event_seq(channel), keys.event_history(channel), keys.event_latest(channel)],
-        args=[channel, json.dumps(event_type), json.dumps(data, separators=(",", ":"), default=_jsonable),
-              json.dumps(time.time()), settings.event_history, HISTORY_TTL],
-    )
+    data_json = json.dumps(data, separators=(",", ":"), default=_jsonable)
+    try:
+        message = script(client, "event_publish")(
+            keys=[keys.event_seq(channel), keys.event_history(channel), keys.event_latest(channel)],
+            args=[channel, json.dumps(event_type), data_json, json.dumps(time.time()), settings.event_history,
+                  HISTORY_TTL],
+        )
+    except redis.exceptions.ResponseError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        message = f'{{"type":{json.dumps(event_type)},"data":{data_json},"timestamp":{time.time()},"seq":0}}'
+        client.publish(channel, message)
     return parse(channel, message)
 
 

@@ -54,7 +54,10 @@ class Subscription:
     # --- shared bookkeeping ------------------------------------------------------------
 
     def _accept(self, event: Event) -> bool:
-        """True if event is new for its channel (and remember it)."""
+        """True if event is new for its channel (and remember it). Seq 0: an ephemeral
+        event published while Redis was out of memory; delivered, not numbered."""
+        if event.seq == 0:
+            return True
         if event.seq <= self.last.get(event.channel, 0):
             return False
         self.last[event.channel] = event.seq

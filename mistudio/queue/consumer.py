@@ -1,9 +1,11 @@
 """The consumer process of one queue: `mistudio worker --queue gpu|io|cpu`.
 
-A Huey Consumer whose worker threads claim under leases (LeasedWorker), plus two
-threads: the heartbeat (worker:{id}:heartbeat, every 10 s) and the reaper (requeues
-jobs whose lease expired). SIGTERM and SIGINT both give running jobs back to the
-queue at once and exit; nothing waits for a lease to expire.
+A Huey Consumer whose worker threads claim under leases (LeasedWorker), plus: the
+heartbeat (worker:{id}:heartbeat, every 10 s, with the device's free resources), an
+elector (every consumer campaigns for `cluster:leader`) and the leader's duties (the
+reaper, which requeues jobs whose lease expired; status and alerts), which run only
+in the process that leads. SIGTERM and SIGINT both give running jobs back to the
+queue at once, hand leadership over, and exit; nothing waits for a lease to expire.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 
 from huey.consumer import Consumer
 
+from mistudio.coord import resources
+from mistudio.coord.duties import LeaderDuties
 from mistudio.coord.heartbeat import HeartbeatThread
+from mistudio.coord.leader import Elector
 from mistudio.queue.apps import huey_app
-from mistudio.queue.reaper import reap_once
 from mistudio.queue.routes import queue_spec
 from mistudio.queue.worker import LeasedWorker, Runtime
 from mistudio.redis.connection import check_connection, get_client
@@ -33,7 +36,6 @@ class LeasedConsumer(Consumer):
     def __init__(self, huey, runtime: Runtime, **options):
         self.runtime = runtime  # before super().__init__, which creates the workers
         super().__init__(huey, **options)
-        self._reaper_stop = threading.Event()
 
     def _create_worker(self):
         return self.worker_class(
@@ -44,18 +46,24 @@ class LeasedConsumer(Consumer):
     def start(self):
         super().start()
         rt = self.runtime
-        self.heartbeat = HeartbeatThread(get_client("locks", settings=rt.settings), rt.worker_id, self._heartbeat_info)
+        locks_client = get_client("locks", settings=rt.settings)
+        self.elector = Elector(locks_client, rt.worker_id, rt.settings.leader_ttl)
+        self.elector.start()
+        self.heartbeat = HeartbeatThread(locks_client, rt.worker_id, self._heartbeat_info,
+                                         rt.settings.heartbeat_interval, rt.settings.heartbeat_ttl)
         self.heartbeat.start()
-        threading.Thread(target=self._reap_loop, name="reaper", daemon=True).start()
+        reap_interval = max(0.5, min(5.0, rt.settings.lease_seconds / 4))
+        self.duties = LeaderDuties(self.elector, rt.settings, reap_interval)
+        self.duties.start()
 
     def stop(self, graceful=False):
         # Both signals give jobs back at once: a stopping worker never sits on a job.
         logger.info("stopping: giving running jobs back to the %s queue", self.runtime.queue.name)
         self.runtime.shutdown()
-        self._reaper_stop.set()
         self.stop_flag.set()
-        if hasattr(self, "heartbeat"):
-            self.heartbeat.stop()
+        for thread in ("duties", "elector", "heartbeat"):
+            if hasattr(self, thread):
+                getattr(self, thread).stop()
 
     def _heartbeat_info(self) -> dict:
         rt = self.runtime
@@ -69,15 +77,9 @@ class LeasedConsumer(Consumer):
             "device": rt.settings.device_id,
             "active_jobs": active,
             "workers": self.workers,
+            "leader": self.elector.is_leader(),
+            **resources.sample(),
         }
-
-    def _reap_loop(self) -> None:
-        interval = max(0.5, min(5.0, self.runtime.settings.lease_seconds / 4))
-        while not self._reaper_stop.wait(interval):
-            try:
-                reap_once(self.runtime.settings)
-            except Exception as exc:
-                logger.warning("reaper: %s", exc)
 
 
 def run_worker(queue: str, settings: Settings | None = None, workers: int | None = None) -> None:

@@ -76,11 +76,18 @@ class JobContext:
             return False
 
     def before_commit(self, *_args) -> bool:
-        """Call right before writing a checkpoint or result; False means: write nothing."""
-        ok = self.lease_valid()
-        if not ok:
+        """Call right before writing a checkpoint or result; False means: write nothing.
+        Both fences must hold: the queue lease, and (on a GPU queue) the device's GPU lock
+        token this process was started with (coord.locks.job_fence)."""
+        from mistudio.coord import locks
+
+        if not self.lease_valid():
             logger.warning("job %s: lease %s lost, refusing to commit", self.job_id, self.lease_id)
-        return ok
+            return False
+        if not locks.job_may_commit():
+            logger.warning("job %s: the GPU lock has a newer holder, refusing to commit", self.job_id)
+            return False
+        return True
 
     # --- progress ------------------------------------------------------------------
 

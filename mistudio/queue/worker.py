@@ -5,6 +5,8 @@ under a lease and hands it to an `Execution`, which:
 - skips jobs already final (cancelled while queued, or a duplicate delivery);
 - keeps the lease alive (a keeper thread renews it every lease/3, polls the cancel
   flag and the time limit, and stops the job when any of them says so);
+- holds what the job needs besides (coord.jobguard: its assignment, its task's
+  concurrency slot, the device's GPU lock for isolated queues), renewed with the lease;
 - runs the task in this thread, or for isolated queues (gpu) in a spawned child
   process that it supervises and kills on cancel, lost lease or time limit;
 - acknowledges the message when the job ended, gives it back when the worker stops.
@@ -22,6 +24,7 @@ import time
 
 from huey.consumer import Worker
 
+from mistudio.coord.jobguard import JobGuard
 from mistudio.queue import context, records
 from mistudio.queue.storage import Lease, LeaseStorage
 
@@ -62,6 +65,7 @@ class Execution:
         self.lease = lease
         self.child: subprocess.Popen | None = None
         self.ctx: context.JobContext | None = None
+        self.guard: JobGuard | None = None
         self._released = False
         self._done = threading.Event()
 
@@ -94,17 +98,22 @@ class Execution:
             job_id=lease.job_id, task=task.name, queue=rt.queue.name, attempt=lease.attempt, lease_id=lease.id,
             worker_id=rt.worker_id, storage=rt.storage, results=rt.results,
         )
+        self.guard = JobGuard(rt.settings, job_id=lease.job_id, task=task.name, worker_id=rt.worker_id,
+                              gpu=rt.queue.isolate)
         with rt.lock:
             rt.active.add(self)
         keeper = threading.Thread(target=self._keep, args=(record.get("time_limit") or rt.settings.task_time_limit,),
                                   name=f"lease-{lease.job_id}", daemon=True)
         keeper.start()
         try:
-            if rt.queue.isolate:
-                self._run_child()
-            else:
-                self._run_inline(task)
+            # Waits while the slot or the GPU is busy; gives up if the job must stop meanwhile.
+            if self.guard.acquire(wait=self.ctx.wait):
+                if rt.queue.isolate:
+                    self._run_child()
+                else:
+                    self._run_inline(task)
         finally:
+            self.guard.release()
             self._done.set()
             keeper.join(timeout=5)
             with rt.lock:
@@ -124,7 +133,8 @@ class Execution:
             "job_id": self.lease.job_id, "attempt": self.lease.attempt, "worker_id": self.rt.worker_id,
         }
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "mistudio.queue.child"], stdin=subprocess.PIPE, text=True, env=os.environ.copy()
+            [sys.executable, "-m", "mistudio.queue.child"], stdin=subprocess.PIPE, text=True,
+            env={**os.environ, **self.guard.child_env()},  # the GPU fencing token (coord.locks.job_fence)
         )
         self._send({"start": payload})
         stop_sent_at = None
@@ -168,6 +178,8 @@ class Execution:
                 try:
                     if rt.storage.renew(self.lease):
                         last_renewed = now
+                        if not self.guard.renew():  # slot or GPU lock lost: another may hold it now
+                            ctx.stop("lease_lost")
                     else:
                         ctx.stop("lease_lost")
                 except Exception:

@@ -149,6 +149,14 @@ def get_client(db: str = "queue", *, decode_responses: bool = True, settings: Se
     return client
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write because maxmemory is reached (noeviction): plain commands raise
+    OutOfMemoryError; inside a Lua script the error text carries the OOM code."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and ("OOM" in str(exc) or "maxmemory" in str(exc))
+    )
+
+
 def check_connection(settings: Settings | None = None) -> Endpoint:
     """Ping Redis once; raise RedisUnavailable / RedisAuthFailed with a clear message."""
     settings = settings or get_settings()

@@ -1,0 +1,252 @@
+"""Rate limits (sliding windows) and concurrency limits (slots under leases).
+
+    from mistudio import limits
+    allowed, remaining, reset_at, retry_after = limits.hit(["api"])      # the seed's 4 values
+    limits.check_submit("train_sae")           # raises RateLimited: what jobs.submit calls
+    with limits.slot("generations"):           # one of CONCURRENCY["generations"] slots
+        ...
+
+The tiers and numbers are in mistudio/limits_config.py. A request is checked against
+every window of every tier it counts against by one Lua script (trim, count, and add
+only if all admit), timed by Redis' clock, with a unique member per request: a rejected
+request consumes nothing and equal timestamps never merge (the seed's pipeline did both).
+
+Why not the `limits` library's moving window (we do use its `parse`): chaining its
+`hit()` over two windows (100/min and the 10/s burst) is not all-or-nothing, since a
+request refused by one window has already been counted by the other (measured with
+limits 5.8); `remaining`/`reset` need a second, racy round trip (`get_window_stats`);
+and it stamps requests with each caller's clock, which differs between devices.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+import limits as limits_lib
+
+from mistudio import limits_config as config
+from mistudio.errors import InvalidInput, MistudioError
+from mistudio.redis import keys
+from mistudio.redis.connection import get_client
+from mistudio.redis.scripts import script
+from mistudio.settings import Settings, get_settings
+from mistudio.coord.polling import poll_until
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sliding window: at most `limit` requests in any `seconds`."""
+
+    tier: str
+    limit: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, tier: str, text: str) -> "Window":
+        item = limits_lib.parse(text)  # "100/minute", "10/second", "5/hour", "3 per 2 seconds"
+        return cls(tier, int(item.amount), float(item.get_expiry()))
+
+    def describe(self) -> str:
+        return f"{self.limit} per {_period(self.seconds)}"
+
+
+def tier_windows(tier: str) -> list[Window]:
+    try:
+        texts = config.RATE_TIERS[tier]
+    except KeyError:
+        raise InvalidInput("tier", f"unknown rate tier {tier!r}", f"use one of {', '.join(config.RATE_TIERS)}") from None
+    return [Window.parse(tier, text) for text in texts]
+
+
+def tiers_for_task(task: str) -> list[str]:
+    """The API tier, plus the task's own tier if it has one."""
+    own = config.TASK_RATE_TIERS.get(task)
+    return [config.API_TIER] + ([own] if own else [])
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one check. Unpacks as the seed's (allowed, remaining, reset_at, retry_after).
+
+    remaining: requests left in the tightest window after this one; reset_at: epoch seconds
+    (Redis clock) at which that window frees a slot; retry_after: seconds to wait (0 if allowed).
+    limit/window/tier: the window that decided (the refusing one, else the tightest)."""
+
+    allowed: bool
+    remaining: int
+    reset_at: float
+    retry_after: float
+    limit: int
+    window: float
+    tier: str
+
+    def __iter__(self):
+        return iter((self.allowed, self.remaining, self.reset_at, self.retry_after))
+
+    def headers(self) -> dict[str, str]:
+        """Ready for an HTTP response (X-RateLimit-*; Retry-After when refused)."""
+        out = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+               "X-RateLimit-Reset": str(math.ceil(self.reset_at))}
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return out
+
+
+class ResourceBusy(MistudioError):
+    """A concurrency slot or a GPU lock is held by someone else (the seed's ResourceBusyError)."""
+
+
+class RateLimited(MistudioError):
+    """A rate limit refused the request; nothing was queued. Wait `retry_after` seconds."""
+
+    def __init__(self, decision: Decision, what: str):
+        self.decision = decision
+        self.retry_after = decision.retry_after
+        self.limit = decision.limit
+        self.window = decision.window
+        self.tier = decision.tier
+        self.reset_at = decision.reset_at
+        super().__init__(
+            f"rate limit: {what} is limited to {decision.limit} per {_period(decision.window)} "
+            f"({decision.tier} tier); try again in {_wait(decision.retry_after)}. "
+            "Fix: wait, or change the tier in mistudio/limits_config.py"
+        )
+
+    def headers(self) -> dict[str, str]:
+        return self.decision.headers()
+
+
+def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, client=None,
+        settings: Settings | None = None) -> Decision:
+    """Count one request against every window of the given tiers (names or Windows), all or nothing."""
+    windows: list[Window] = []
+    for tier in tiers:
+        windows.extend([tier] if isinstance(tier, Window) else tier_windows(tier))
+    if not windows:
+        raise InvalidInput("tiers", "no rate windows given", "name at least one tier")
+    client = client or get_client("ratelimit", settings=settings)
+    args: list = [uuid.uuid4().hex]
+    for w in windows:
+        args += [w.limit, w.seconds]
+    out = script(client, "ratelimit_hit")(keys=[keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows],
+                                          args=args)
+    allowed, now = bool(int(out[0])), float(out[1])
+    views = []  # (remaining, frees_at, retry, window)
+    for i, w in enumerate(windows):
+        count, frees = int(out[2 + 3 * i]), out[4 + 3 * i]  # (the middle value: the oldest entry)
+        frees_at = float(frees) + w.seconds if frees else now + w.seconds
+        retry = max(0.0, frees_at - now) if count >= w.limit and not allowed else 0.0
+        views.append((max(0, w.limit - count), frees_at, retry, w))
+    if allowed:
+        remaining, reset_at, retry, w = min(views, key=lambda v: v[0])
+    else:
+        remaining, reset_at, retry, w = max(views, key=lambda v: v[2])
+        remaining = 0
+    return Decision(allowed, remaining, reset_at, retry, w.limit, w.seconds, w.tier)
+
+
+def check_submit(task: str, subject: str = "global", settings: Settings | None = None) -> Decision | None:
+    """What jobs.submit calls before recording a job: raises RateLimited if refused."""
+    settings = settings or get_settings()
+    if not settings.rate_limits:
+        return None
+    decision = hit(tiers_for_task(task), subject, settings=settings)
+    if not decision.allowed:
+        what = "submitting jobs" if decision.tier == config.API_TIER else f"{task.replace('_', ' ')} ({decision.tier})"
+        raise RateLimited(decision, what)
+    return decision
+
+
+# --- concurrency: N slots, each a lease that expires with its holder ------------------------
+
+
+class Slot:
+    """One slot of a concurrency limit, held under a lease (a sorted set of holder tokens scored
+    by expiry, by Lua). A holder that dies frees its slot when its lease runs out."""
+
+    def __init__(self, name: str, *, scope: str | None = None, ttl: float | None = None, holder: str = "",
+                 client=None, settings: Settings | None = None):
+        settings = settings or get_settings()
+        if name not in config.CONCURRENCY:
+            raise InvalidInput("slot", f"unknown concurrency limit {name!r}", f"use one of {', '.join(config.CONCURRENCY)}")
+        self.name = name
+        self.limit = config.CONCURRENCY[name]
+        self.scope = scope or settings.device_id  # per device: see limits_config
+        self.key = keys.concurrency_slots(self.scope, name)
+        self.ttl = float(ttl or settings.lease_seconds)
+        self.token = f"{holder or 'holder'}/{uuid.uuid4().hex[:12]}"
+        self.client = client or get_client("ratelimit", settings=settings)
+        self.held = False
+        self._stop = threading.Event()  # stops the background renewal of `with slot(...)`
+
+    def try_acquire(self) -> bool:
+        ok, _ = script(self.client, "slot_acquire")(keys=[self.key], args=[self.limit, self.token, self.ttl])
+        self.held = bool(int(ok))
+        return self.held
+
+    def acquire(self, timeout: float | None = None, wait=None, poll: float = 0.25) -> bool:
+        """Wait for a slot (up to timeout). wait(seconds) -> True aborts (e.g. JobContext.wait)."""
+        return poll_until(self.try_acquire, timeout, wait, poll)
+
+    def renew(self) -> bool:
+        """Extend the lease; False: it was lost (expired, someone may have the slot now)."""
+        self.held = float(script(self.client, "slot_renew")(keys=[self.key], args=[self.token, self.ttl]) or 0) > 0
+        return self.held
+
+    def release(self) -> None:
+        self._stop.set()
+        self.client.zrem(self.key, self.token)
+        self.held = False
+
+    def holders(self) -> list[str]:
+        now = self.client.time()
+        return self.client.zrangebyscore(self.key, now[0] + now[1] / 1e6, "+inf")
+
+    def __enter__(self) -> "Slot":
+        if not self.try_acquire():
+            raise ResourceBusy(f"all {self.limit} {self.name} slot(s) are busy on {self.scope}: "
+                               f"wait for one to finish, or use Slot.acquire(timeout=...)")
+        self._stop = threading.Event()
+        threading.Thread(target=self._keep, args=(self._stop,), name=f"slot-{self.name}", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _keep(self, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
+            try:
+                if not self.renew():
+                    return
+            except Exception:
+                pass  # Redis blip: try again; the lease outlives two missed renewals
+
+
+def slot(name: str, **kwargs) -> Slot:
+    """`with limits.slot("generations"):` holds one slot (renewed in the background) or raises."""
+    return Slot(name, **kwargs)
+
+
+def _period(seconds: float) -> str:
+    """60 -> 'minute', 7200 -> '2 hours', 1.5 -> '1.5 seconds'."""
+    for size, unit in ((3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return unit if n == 1 else f"{n} {unit}s"
+    return f"{seconds:g} seconds"
+
+
+def _wait(seconds: float) -> str:
+    """A retry delay for people: '0.4 s', '12 s', '4 min 5 s', '1 h 2 min'."""
+    if seconds < 10:
+        return f"{max(seconds, 0.1):.1f} s"
+    s = math.ceil(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
