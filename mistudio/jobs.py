@@ -78,6 +78,10 @@ class Job:
     def progress(self) -> dict | None:
         return records.get_progress(self._results, self.id)
 
+    def stored(self) -> dict | None:
+        """The stored outcome {state, result, error, traceback, finished_at}, once the job ended."""
+        return records.get_result(self._results, self.id)
+
     def wait(self, timeout: float | None = None) -> dict:
         """Block until the job ends (or timeout, raising TimeoutError); return its record."""
         deadline = None if timeout is None else time.monotonic() + timeout

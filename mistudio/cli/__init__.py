@@ -17,7 +17,8 @@ def cli():
 
 
 def _register() -> None:
-    from mistudio.cli import demo, jobs, services  # noqa: F401  (commands attach themselves to `cli`)
+    from mistudio.cli import demo, jobs, services, train  # noqa: F401  (commands attach themselves to `cli`)
+    from mistudio.cli import features  # noqa: F401  (features, report)
 
 
 def main(argv: list[str] | None = None) -> None:

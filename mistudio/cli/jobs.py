@@ -43,9 +43,7 @@ def show_job(job_id: str, as_json: bool):
     """One job: its record, progress and result or error."""
     job = jobs_api.get_job(job_id)
     record = job.record()
-    from mistudio.queue import records
-
-    data = {**record, "progress": job.progress(), "result": records.get_result(job._results, job_id)}
+    data = {**record, "progress": job.progress(), "result": job.stored()}
     if as_json:
         emit_json(data)
         return

@@ -202,3 +202,19 @@ def iter_documents(
 
 def source_name(source: str | Path | None) -> str:
     return STDLIB_SOURCE if source is None else str(source)
+
+
+def check_corpus(source: str | None, text_field: str, field: str = "source") -> None:
+    """A local corpus must exist and hold text; a hub id is checked when the job runs (network)."""
+    from mistudio.models.download import is_repo_id
+
+    if source in (None, "stdlib"):
+        return
+    if not Path(source).expanduser().exists():
+        if not is_repo_id(source):
+            raise InvalidInput(field, f"{source!r} does not exist",
+                               "use 'stdlib', a .txt/.jsonl/.parquet file or folder, or a hub dataset id")
+        return
+    if next(iter_documents(source, text_field=text_field), None) is None:
+        raise InvalidInput(field, f"{source} holds no text (empty corpus)",
+                           f"point source at files with text in the {text_field!r} field")

@@ -98,10 +98,13 @@ class Publisher:
         check(event_type, data)
         with self._cond:
             if event_type in THROTTLED:
+                wake = event_type not in self._pending  # else the sender is already due to look
                 self._pending[event_type] = data
             else:
+                wake = True
                 self._ordered.append((event_type, data))
-            self._cond.notify()
+            if wake:
+                self._cond.notify()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything emitted so far has been sent (throttle ignored)."""

@@ -16,6 +16,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "training.error": ("error",),
     "features.progress": ("done", "total"),
     "features.completed": (),
+    "features.error": ("error",),
     "download.progress": (),
     "dataset.progress": (),
     "system.status": (),
@@ -23,7 +24,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 # After one of these nothing more comes on the channel for this run.
-TERMINAL_TYPES = frozenset({"training.completed", "training.error", "features.completed"})
+TERMINAL_TYPES = frozenset({"training.completed", "training.error", "features.completed", "features.error"})
 
 # The seed's channel naming convention.
 CHANNELS = {

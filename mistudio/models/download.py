@@ -54,6 +54,17 @@ def repo_slug(repo_id: str) -> str:
     return repo_id.replace("/", "--")
 
 
+def hub_status(repo_id: str = "openai-community/gpt2") -> tuple[bool, str]:
+    """(reachable, why): whether the Hugging Face hub answers, for notebooks that need a network."""
+    try:
+        repo_files(repo_id, "model", None, MODEL_OFFLINE_HINT)
+        return True, "the Hugging Face hub is reachable"
+    except HubUnavailable as exc:
+        return False, str(exc)
+    except InvalidInput as exc:  # the hub answered, about this repo
+        return True, str(exc)
+
+
 def repo_files(repo_id: str, repo_type: str, revision: str | None, hint: str) -> tuple[str, dict[str, int]]:
     """(commit sha, {file name: size}) of a hub repository, with errors translated for the user."""
     from huggingface_hub import HfApi, constants

@@ -3,4 +3,5 @@
 Importing this package registers every task (see mistudio.queue.tasks).
 """
 
-from mistudio.tasks import data, diagnostics  # noqa: F401
+from mistudio.tasks import data, diagnostics, training  # noqa: F401
+from mistudio.tasks import features  # noqa: F401,E402  (extract_features)

@@ -8,8 +8,7 @@ record and the seed's channels.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from mistudio.data.corpora import check_corpus
 from mistudio.errors import InvalidInput
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
@@ -82,23 +81,6 @@ def download_dataset(job, dataset_id: str, split: str = "train", config: str | N
 # --- process_dataset --------------------------------------------------------------------
 
 
-def check_source(source: str | None, text_field: str) -> None:
-    """A local corpus must exist and hold text; a hub id is checked when the job runs (network)."""
-    from mistudio.data.corpora import iter_documents
-    from mistudio.models.download import is_repo_id
-
-    if source in (None, "stdlib"):
-        return
-    if not Path(source).expanduser().exists():
-        if not is_repo_id(source):
-            raise InvalidInput("source", f"{source!r} does not exist",
-                               "use 'stdlib', a .txt/.jsonl/.parquet file or folder, or a hub dataset id")
-        return
-    if next(iter_documents(source, text_field=text_field), None) is None:
-        raise InvalidInput("source", f"{source} holds no text (empty corpus)",
-                           f"point source at files with text in the {text_field!r} field")
-
-
 def validate_process_dataset(params: dict) -> dict:
     from mistudio.data.packing import check_context_length, framing_for
     from mistudio.data.processed import _tokenizer_and_limit
@@ -116,7 +98,7 @@ def validate_process_dataset(params: dict) -> dict:
     }
     tokenizer, _, model_max = _tokenizer_and_limit(clean["model"])  # unknown model -> InvalidInput
     check_context_length(clean["context_length"], model_max, framing_for(tokenizer))
-    check_source(clean["source"], clean["text_field"])
+    check_corpus(clean["source"], clean["text_field"])
     return clean
 
 

@@ -5,3 +5,6 @@ from mistudio.widgets.monitor import TrainingMonitor
 from mistudio.widgets.system_view import SystemView
 
 __all__ = ["JobsView", "SystemView", "TrainingMonitor"]
+from mistudio.widgets.browser import FeatureBrowser  # noqa: E402
+
+__all__ += ["FeatureBrowser"]

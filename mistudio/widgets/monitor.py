@@ -53,6 +53,7 @@ class TrainingMonitor:
         self.metrics: dict = {}
         self.eta_seconds: float | None = None
         self.state = "queued"
+        self.phase = ""
         self.final: dict | None = None
         self.error: str | None = None
         self.events_seen = 0
@@ -80,6 +81,7 @@ class TrainingMonitor:
         if event.type in ("training.progress", "training.checkpoint", "training.completed"):
             self.state = "running" if event.type != "training.completed" else "succeeded"
         if event.type == "training.progress":
+            self.phase = data.get("phase", "training")
             self.step = int(data.get("step", self.step))
             self.total_steps = int(data.get("total_steps", self.total_steps) or 0)
             self.eta_seconds = data.get("estimated_remaining_seconds")
@@ -122,7 +124,8 @@ class TrainingMonitor:
         self.progress.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning",
                                    "dead": "danger"}.get(self.state, "info")
         total = self.total_steps or "?"
-        self.progress_text.value = (f"&nbsp;step {self.step}/{total} &middot; {self.state}"
+        doing = self.phase if self.state == "running" and self.phase not in ("", "training") else self.state
+        self.progress_text.value = (f"&nbsp;step {self.step}/{total} &middot; {html.escape(doing)}"
                                     f" &middot; ETA {_eta(self.eta_seconds) if not self.done else '-'}")
         shown = [(k, self.metrics[k]) for k in _SHOWN_METRICS if k in self.metrics]
         self.metrics_html.value = "<table>" + "".join(
@@ -213,6 +216,13 @@ class TrainingMonitor:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self.listen())
         return self._task
+
+    async def wait(self) -> "TrainingMonitor":
+        """In a notebook: `await monitor.wait()` lets the kernel's loop run the listener until the end."""
+        task = self.start()
+        if task is not None:
+            await asyncio.shield(task)
+        return self
 
     def follow(self, timeout: float | None = None) -> "TrainingMonitor":
         """Blocking: follow until the run ends (scripts and tests; notebooks use display)."""

@@ -1,0 +1,261 @@
+"""SAE and training configuration, validated before anything is queued.
+
+`TrainingConfig` is flat (one JSON object through Redis) and extends `SAEConfig`, the part
+that defines the model. Defaults that depend on the machine's profile (batch size, token
+budget, k, expansion) are resolved when the config is built, so the JSON a worker receives
+is exactly what the user saw. Every error is an `InvalidInput` naming the field and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mistudio.errors import InvalidInput
+from mistudio.models.hooks import parse_hook_point
+from mistudio.sae.registry import ARCHITECTURES, get_architecture
+from mistudio.settings import get_settings
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+# Names other libraries use for our fields (SAELens, sparsify, dictionary_learning).
+_ALIASES = {
+    "learning_rate": "lr",
+    "hook_name": "hook_point",
+    "hook": "hook_point",
+    "model_name": "model",
+    "dataset_path": "dataset",
+    "num_latents": "d_sae",
+    "dict_size": "d_sae",
+    "training_tokens": "total_tokens",
+    "l1_coeff": "l1_coefficient",
+    "auxk_alpha": "aux_k_coefficient",
+    "lr_warm_up_steps": "lr_warmup_steps",
+}
+
+
+def _profile():
+    return get_settings().profile
+
+
+class _Validated(BaseModel):
+    """Turns pydantic's errors into InvalidInput (field, problem, fix)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _to_invalid_input(type(self), e) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kw):  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kw)
+        except ValidationError as e:
+            raise _to_invalid_input(cls, e) from None
+
+    @classmethod
+    def model_validate_json(cls, data, **kw):  # type: ignore[override]
+        try:
+            return super().model_validate_json(data, **kw)
+        except ValidationError as e:
+            raise _to_invalid_input(cls, e) from None
+
+
+def _to_invalid_input(cls: type[BaseModel], e: ValidationError) -> InvalidInput:
+    err = e.errors()[0]
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, InvalidInput):
+        return original
+    field = ".".join(str(p) for p in err["loc"]) or cls.__name__
+    more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        close = [_ALIASES[field]] if field in _ALIASES else difflib.get_close_matches(field, cls.model_fields, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"remove it; known fields: {', '.join(cls.model_fields)}"
+        return InvalidInput(field, "unknown field" + more, fix)
+    info = cls.model_fields.get(field)
+    fix = f"{field} is {info.description}" if info is not None and info.description else None
+    return InvalidInput(field, err["msg"] + more, fix)
+
+
+class SAEConfig(_Validated):
+    """What defines the SAE itself (kept in cfg.json of checkpoints and exports)."""
+
+    architecture: str = Field("topk", description=f"the SAE type, one of {', '.join(ARCHITECTURES)}")
+    d_in: int | None = Field(None, description="the activation width; None: taken from the model / first batch")
+    d_sae: int | None = Field(None, description="number of latents; None: expansion_factor * d_in")
+    expansion_factor: int | None = Field(None, description="d_sae / d_in when d_sae is not given (profile default)")
+    k: int | None = Field(None, description="active latents per token for topk/batchtopk (profile default)")
+    l1_coefficient: float | None = Field(None, description="L1 penalty weight for relu (default 5.0)")
+    l0_coefficient: float | None = Field(None, description="L0 penalty weight for jumprelu (default 1.0)")
+    aux_k: int | None = Field(None, description="dead latents used by the AuxK loss (default d_in // 2)")
+    aux_k_coefficient: float = Field(1 / 32, description="weight of the AuxK dead-latent loss (topk/batchtopk)")
+    # JumpReLU: a wide STE window moves thresholds in hundreds of steps rather than many
+    # thousands (SAELens' 0.05 / 0.01 stalled at L0 ~28 vs 5 true features on synthetic data).
+    jumprelu_bandwidth: float = Field(0.5, description="width of the STE kernel around the JumpReLU threshold")
+    jumprelu_init_threshold: float = Field(0.5, description="initial JumpReLU threshold (normalised units)")
+    batchtopk_threshold_lr: float = Field(
+        0.01, description="running-average rate of the BatchTopK inference threshold"
+    )
+    sparse_kernels: bool = Field(True, description="use the sparse TopK/BatchTopK kernels (False: dense reference)")
+    normalize_activations: bool = Field(
+        True, description="scale inputs to mean norm sqrt(d_in) while training (folded into the export)"
+    )
+    dtype: Literal["float32", "float64"] = Field("float32", description="parameter dtype (bf16 autocast is separate)")
+
+    @model_validator(mode="after")
+    def _check_sae(self):
+        cls = get_architecture(self.architecture)
+        for name in ("d_in", "d_sae", "expansion_factor", "aux_k"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InvalidInput(name, f"must be > 0, got {value}", "use a positive whole number")
+        if self.d_sae is None:
+            if self.expansion_factor is None:
+                self.expansion_factor = _profile().expansion_factor
+            if self.d_in is not None:
+                self.d_sae = self.expansion_factor * self.d_in
+        elif self.expansion_factor is not None and self.d_in is not None:
+            if self.d_sae != self.expansion_factor * self.d_in:
+                raise InvalidInput(
+                    "d_sae",
+                    f"d_sae={self.d_sae} disagrees with expansion_factor={self.expansion_factor} * d_in={self.d_in}",
+                    "give d_sae or expansion_factor, not both",
+                )
+        uses_k = cls.architecture in ("topk", "batchtopk")
+        self._only_for("k", uses_k, "topk or batchtopk")
+        self._only_for("l1_coefficient", cls.architecture == "relu", "relu")
+        self._only_for("l0_coefficient", cls.architecture == "jumprelu", "jumprelu")
+        if uses_k:
+            if self.k is None:
+                self.k = _profile().topk_k
+            if self.k <= 0:
+                raise InvalidInput("k", f"must be > 0, got {self.k}", "use the number of latents active per token, e.g. 32")
+            if self.d_sae is not None and self.k > self.d_sae:
+                raise InvalidInput("k", f"k={self.k} is larger than d_sae={self.d_sae}", "use k <= d_sae (k << d_sae)")
+        if cls.architecture == "relu" and self.l1_coefficient is None:
+            self.l1_coefficient = 5.0
+        if cls.architecture == "jumprelu" and self.l0_coefficient is None:
+            self.l0_coefficient = 1.0
+        for name in ("l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "batchtopk_threshold_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidInput(name, f"must be a positive number, got {value}", "use a value > 0")
+        for name in ("aux_k_coefficient", "jumprelu_init_threshold"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidInput(name, f"must be >= 0, got {value}", "use 0 or a positive number")
+        if self.batchtopk_threshold_lr > 1:
+            raise InvalidInput("batchtopk_threshold_lr", "must be <= 1", "use a small rate such as 0.01")
+        return self
+
+    def _only_for(self, name: str, allowed: bool, which: str) -> None:
+        if getattr(self, name) is not None and not allowed:
+            raise InvalidInput(
+                name, f"only applies to {which}, not architecture {self.architecture!r}", f"remove {name} or change architecture"
+            )
+
+    def with_d_in(self, d_in: int):
+        """This config with the activation width filled in (and d_sae resolved, k re-checked)."""
+        if self.d_in is not None and self.d_in != d_in:
+            raise InvalidInput(
+                "d_in", f"config says d_in={self.d_in} but the activations have width {d_in}", "fix d_in or the hook point"
+            )
+        data = self.model_dump()
+        data["d_in"] = d_in
+        return type(self).model_validate(data)
+
+    def sae_config(self) -> "SAEConfig":
+        return SAEConfig.model_validate({k: getattr(self, k) for k in SAEConfig.model_fields})
+
+
+class TrainingConfig(SAEConfig):
+    """Everything a training run needs. `model_dump(mode="json")` round-trips."""
+
+    model: str | None = Field(None, description="a Hugging Face id or local path; None: the bundled default model")
+    hook_point: str = Field(..., description="where activations are read, e.g. 'blocks.3.hook_resid_post'")
+    dataset: str | None = Field(None, description="corpus name or path; None: the bundled offline corpus")
+    lr: float = Field(4e-4, description="Adam learning rate (> 0)")
+    adam_beta1: float = Field(0.9, description="Adam beta1, in [0, 1)")
+    adam_beta2: float = Field(0.999, description="Adam beta2, in [0, 1)")
+    lr_warmup_steps: int | None = Field(None, description="linear LR warmup steps (default 5% of steps, <= 1000)")
+    lr_decay_steps: int | None = Field(None, description="linear LR decay to 0 over the last N steps")
+    lr_decay_fraction: float = Field(0.2, description="decay over this fraction of steps when lr_decay_steps is None")
+    sparsity_warmup_steps: int | None = Field(
+        None, description="linear warmup of the L1/L0 coefficient (default 5% of steps)"
+    )
+    batch_size: int = Field(default_factory=lambda: _profile().batch_size, description="tokens per step (> 0)")
+    total_tokens: int | None = Field(None, description="training tokens (profile default); or give steps")
+    steps: int | None = Field(None, description="training steps; or give total_tokens")
+    seed: int = Field(42, description="random seed (init and RNG state)")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    autocast: bool | None = Field(None, description="bf16 autocast; None: on for CUDA, off elsewhere")
+    checkpoint_every: int = Field(
+        default_factory=lambda: _profile().checkpoint_every, description="steps between checkpoints (> 0)"
+    )
+    keep_checkpoints: int = Field(2, description="how many recent checkpoints to keep (>= 1)")
+    log_every: int = Field(default_factory=lambda: _profile().log_every, description="steps between metric logs (> 0)")
+    eval_every: int | None = Field(None, description="steps between CE-loss evaluations (default: checkpoint_every)")
+    dead_window_tokens: int | None = Field(
+        None, description="a latent silent for this many tokens is dead (default min(10M, total/4))"
+    )
+
+    @model_validator(mode="after")
+    def _check_training(self):
+        parse_hook_point(self.hook_point)  # raises InvalidInput naming the valid forms
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidInput("lr", f"must be a positive number, got {self.lr}", "use e.g. 4e-4")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidInput(name, f"must be in [0, 1), got {getattr(self, name)}", "use e.g. 0.9 / 0.999")
+        for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise InvalidInput(name, f"must be > 0, got {getattr(self, name)}", "use a positive whole number")
+        if self.total_tokens is not None and self.steps is not None:
+            if self.total_tokens != self.steps * self.batch_size:
+                raise InvalidInput("steps", "give total_tokens or steps, not both", "remove one of them")
+        if self.steps is None:
+            if self.total_tokens is None:
+                self.total_tokens = _profile().train_tokens
+            if self.total_tokens <= 0:
+                raise InvalidInput("total_tokens", f"must be > 0, got {self.total_tokens}", "use a positive token count")
+            self.steps = math.ceil(self.total_tokens / self.batch_size)
+        if self.steps <= 0:
+            raise InvalidInput("steps", f"must be > 0, got {self.steps}", "use a positive number of steps")
+        self.total_tokens = self.steps * self.batch_size
+        default_warmup = min(1000, self.steps // 20)
+        if self.lr_warmup_steps is None:
+            self.lr_warmup_steps = default_warmup
+        if self.sparsity_warmup_steps is None:
+            self.sparsity_warmup_steps = default_warmup
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise InvalidInput("lr_decay_fraction", f"must be in [0, 1], got {self.lr_decay_fraction}", "use e.g. 0.2")
+        if self.lr_decay_steps is None:
+            self.lr_decay_steps = int(self.lr_decay_fraction * self.steps)
+        for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(name, f"must be >= 0, got {getattr(self, name)}", "use 0 or more steps")
+        if self.lr_warmup_steps + self.lr_decay_steps > self.steps:
+            raise InvalidInput(
+                "lr_decay_steps",
+                f"lr_warmup_steps ({self.lr_warmup_steps}) + lr_decay_steps ({self.lr_decay_steps}) exceed steps ({self.steps})",
+                "shorten the warmup/decay or train longer",
+            )
+        if self.eval_every is None:
+            self.eval_every = self.checkpoint_every
+        if self.eval_every < 0:
+            raise InvalidInput("eval_every", f"must be >= 0, got {self.eval_every}", "use 0 to disable, or a step count")
+        if self.dead_window_tokens is None:
+            self.dead_window_tokens = min(10_000_000, max(self.batch_size, self.total_tokens // 4))
+        if self.dead_window_tokens <= 0:
+            raise InvalidInput("dead_window_tokens", f"must be > 0, got {self.dead_window_tokens}", "use e.g. 1_000_000")
+        if not _DEVICE.match(self.device):
+            raise InvalidInput("device", f"unknown device {self.device!r}", "use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'")
+        return self

@@ -1,0 +1,157 @@
+"""Export to the SAELens 6.x disk layout, and load our exports / checkpoints / runs back.
+
+An export folder holds `cfg.json`, `sae_weights.safetensors` and `sparsity.safetensors`
+(key "sparsity": log10 firing rate per latent, what SAELens reads) and loads with
+`sae_lens.SAE.load_from_disk(folder)`. What SAELens needs in cfg.json:
+- `architecture`: "standard" (our relu), "topk", "jumprelu". BatchTopK is exported, as
+  SAELens itself does, as a JumpReLU whose per-latent threshold is the global BatchTopK
+  inference threshold (SAELens has no inference class named "batchtopk").
+- `d_in`, `d_sae`, `dtype`, and `k` for TopK (without it SAELens silently uses k=100).
+- `metadata.sae_lens_version` >= 6: without it the config is read as pre-6.0 and rewritten.
+  It marks the file format, not a SAELens install.
+The input scale used in training is folded into the weights, so the export takes raw
+activations (normalize_activations "none").
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import mistudio
+from mistudio.errors import InvalidInput
+from mistudio.sae.base import SparseAutoencoder
+from mistudio.sae.batchtopk import BatchTopKSAE
+from mistudio.sae.checkpoint import commit_dir, latest_checkpoint, load_checkpoint
+from mistudio.sae.config import TrainingConfig
+from mistudio.sae.registry import get_architecture
+
+SAELENS_FORMAT_VERSION = "6.0.0"
+_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None) -> dict:
+    """The cfg.json dict for an inference SAE (scale already folded)."""
+    hook_name = config.hook_point if config is not None else None
+    model_name = config.model if config is not None else None
+    cfg = {
+        "architecture": sae.saelens_architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": _DTYPES[sae.W_enc.dtype],
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        # Older readers look for these at the top level; SAELens 6 reads them from metadata.
+        "hook_name": hook_name,
+        "model_name": model_name,
+        "metadata": {
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
+            "sae_lens_training_version": None,
+            "hook_name": hook_name,
+            "model_name": model_name,
+            "dataset_path": config.dataset if config is not None else None,
+            "training_architecture": sae.architecture,
+            "mistudio_version": mistudio.__version__,
+            "mistudio_hparams": sae.hparams(),
+            "mistudio_config": config.model_dump(mode="json") if config is not None else None,
+        },
+    }
+    if sae.saelens_architecture == "topk":
+        cfg["k"] = sae.k
+        cfg["rescale_acts_by_decoder_norm"] = False
+    return cfg
+
+
+def saelens_state_dict(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
+    state = {name: sae.state_dict()[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    if isinstance(sae, BatchTopKSAE):
+        state["threshold"] = torch.full_like(sae.b_enc, float(sae.threshold.clamp_min(0)))
+    elif sae.saelens_architecture == "jumprelu":
+        state["threshold"] = sae.threshold
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def export_saelens(
+    sae: SparseAutoencoder,
+    path: Path | str,
+    config: TrainingConfig | None = None,
+    *,
+    log_feature_sparsity: torch.Tensor | None = None,
+    before_commit=None,
+    step: int = 0,
+) -> Path:
+    """Write an inference SAE (input scale already folded, see Trainer.inference_sae) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        save_file(saelens_state_dict(sae), tmp / "sae_weights.safetensors")
+        (tmp / "cfg.json").write_text(json.dumps(saelens_config(sae, config), indent=2))
+        if log_feature_sparsity is not None:
+            save_file({"sparsity": log_feature_sparsity.detach().float().cpu().contiguous()}, tmp / "sparsity.safetensors")
+        commit_dir(tmp, path, step, before_commit)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_sae(path: Path | str, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """An inference SAE (eval mode, takes raw activations) from an export, a checkpoint or a run folder."""
+    path = Path(path)
+    if (path / "sae_weights.safetensors").is_file():
+        return _load_export(path).to(device)
+    if (path / "sae.safetensors").is_file():
+        return _load_checkpoint(path).to(device)
+    if (path / "sae" / "sae_weights.safetensors").is_file():
+        return _load_export(path / "sae").to(device)
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return _load_checkpoint(latest).to(device)
+    raise InvalidInput("path", f"no SAE found at {path}", "give an export folder, a checkpoint folder or a run folder")
+
+
+def _load_export(path: Path) -> SparseAutoencoder:
+    cfg = json.loads((path / "cfg.json").read_text())
+    meta = cfg.get("metadata") or {}
+    arch = meta.get("training_architecture") or {"standard": "relu"}.get(cfg["architecture"], cfg["architecture"])
+    hparams = dict(meta.get("mistudio_hparams") or {})
+    if arch == "topk":
+        hparams["k"] = cfg["k"]
+    weights = load_file(path / "sae_weights.safetensors")
+    dtype = getattr(torch, cfg.get("dtype", "float32").replace("torch.", ""))
+    sae = get_architecture(arch)(cfg["d_in"], cfg["d_sae"], dtype=dtype, **_init_kwargs(arch, hparams))
+    if arch == "batchtopk":
+        threshold = weights.pop("threshold")
+        weights["threshold"] = threshold[0].clone() if threshold.numel() else torch.tensor(0.0)
+    sae.load_state_dict(weights)
+    return sae.eval()
+
+
+def _load_checkpoint(path: Path) -> SparseAutoencoder:
+    from mistudio.sae.trainer import build_sae  # the trainer imports this module's neighbours
+
+    config_json, weights, state = load_checkpoint(path)
+    config = TrainingConfig.model_validate(config_json)
+    sae = build_sae(config)
+    sae.load_state_dict(weights)
+    sae.fold_input_scale(float(state["scale"]))
+    return sae.eval()
+
+
+def _init_kwargs(arch: str, hparams: dict) -> dict:
+    if arch in ("topk", "batchtopk"):
+        keys = ("k", "aux_k", "aux_k_coefficient", "threshold_lr")
+    elif arch == "jumprelu":
+        keys = ("bandwidth",)
+    else:
+        keys = ()
+    return {k: hparams[k] for k in keys if k in hparams}

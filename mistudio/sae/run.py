@@ -1,0 +1,96 @@
+"""`run_training`: the one plain function the queue job calls. Resumable and idempotent.
+
+run_dir/
+  checkpoints/step_*/   trainer checkpoints (latest N)
+  metrics.jsonl         every progress report, one JSON object a line
+  sae/                  the final SAELens-format export
+A redelivered job calls this again with the same run_dir: it resumes from the latest
+checkpoint (a finished run just re-exports), so no work is lost or done twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from mistudio.errors import InvalidInput
+from mistudio.sae.checkpoint import latest_checkpoint
+from mistudio.sae.config import TrainingConfig
+from mistudio.sae.export import export_saelens
+from mistudio.sae.trainer import Trainer
+
+METRICS_FILE = "metrics.jsonl"
+EXPORT_DIR = "sae"
+
+
+def run_training(
+    config: TrainingConfig,
+    run_dir: Path | str,
+    activations: Iterable[torch.Tensor],
+    on_progress: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    before_commit: Callable[[int], bool] | None = None,
+    evaluator: Callable | None = None,
+) -> dict:
+    """Train (or resume) in run_dir, export to run_dir/sae, return the final metrics.
+
+    Returns metrics with "stopped": True (and no export) when should_stop() ended it.
+    Raises CommitRefused when before_commit refuses a checkpoint or the export.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / METRICS_FILE
+
+    def progress(metrics: dict) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(_json_safe(metrics)) + "\n")
+        if on_progress is not None:
+            on_progress(metrics)
+
+    callbacks = dict(
+        on_progress=progress,
+        on_checkpoint=on_checkpoint,
+        should_stop=should_stop,
+        before_commit=before_commit,
+        evaluator=evaluator,
+    )
+    if latest_checkpoint(run_dir) is not None:
+        trainer = Trainer.resume(run_dir, **callbacks)
+        if config.with_d_in(trainer.config.d_in).model_dump() != trainer.config.model_dump():
+            raise InvalidInput(
+                "run_dir", f"{run_dir} holds a run with a different config", "use a new run_dir for a new config"
+            )
+        _truncate_history(metrics_path, trainer.step)
+    else:
+        metrics_path.unlink(missing_ok=True)
+        trainer = Trainer(config, run_dir, **callbacks)
+    metrics = trainer.train(activations)
+    if metrics.get("stopped"):
+        return metrics
+    export_saelens(
+        trainer.inference_sae(),
+        run_dir / EXPORT_DIR,
+        trainer.config,
+        log_feature_sparsity=trainer.firing.log_feature_sparsity(),
+        before_commit=before_commit,
+        step=trainer.step,
+    )
+    metrics["export_dir"] = str(run_dir / EXPORT_DIR)
+    return metrics
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _json_safe(metrics: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}

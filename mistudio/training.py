@@ -1,0 +1,144 @@
+"""An SAE training run end to end, from a config: model -> corpus -> activations -> SAE.
+
+No Redis in here (the `train_sae` job wraps it): progress goes to callbacks.
+
+    config = prepare_config({"architecture": "topk"})   # checks everything, fills defaults
+    result = train(config, run_dir, progress=print)
+
+The run folder (MISTUDIO_HOME/runs/{training_id}/) holds run.json (what was trained on:
+model, hook point, dataset, which contexts were held out for feature analysis), the
+trainer's checkpoints and metrics.jsonl, and sae/ (the SAELens-format export). A run
+interrupted at any point resumes from its latest checkpoint when started again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+from mistudio.errors import InvalidInput
+from mistudio.settings import get_settings
+
+Progress = Callable[[dict], None]
+RUN_FILE = "run.json"
+HOLDOUT_FRACTION_MAX = 0.2  # never hold out more than this share of the corpus for feature analysis
+
+
+def model_config(model: str | None):
+    """(name, transformers config) without loading weights; InvalidInput for an unknown model."""
+    from transformers import AutoConfig
+
+    from mistudio.models.loading import resolve_model_path
+
+    name, path = resolve_model_path(model, download=False)
+    return name, AutoConfig.from_pretrained(path, local_files_only=True)
+
+
+def prepare_config(params: dict, layer: int | None = None):
+    """A validated TrainingConfig from user parameters, with the model's width filled in.
+
+    Defaults: the bundled model, the offline corpus, the residual stream after the middle
+    layer, TopK with the profile's k and expansion factor. Raises InvalidInput naming the
+    field for anything wrong (before any job is queued)."""
+    from mistudio.models.hooks import validate_hook_point
+    from mistudio.models.metadata import model_metadata
+    from mistudio.sae.config import TrainingConfig
+
+    params = dict(params)
+    name, config = model_config(params.get("model"))
+    metadata = model_metadata(config)
+    if params.get("hook_point") is None:
+        layer = metadata["n_layers"] // 2 if layer is None else layer
+        if not isinstance(layer, int) or not 0 <= layer < metadata["n_layers"]:
+            raise InvalidInput("layer", f"must be 0..{metadata['n_layers'] - 1} for {name}, got {layer!r}",
+                               f"pick a layer below {metadata['n_layers']}")
+        params["hook_point"] = f"blocks.{layer}.hook_resid_post"
+    validate_hook_point(metadata, params["hook_point"])
+    params.setdefault("architecture", "topk")
+    try:
+        cfg = TrainingConfig.model_validate(params)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # pydantic: unknown fields, wrong types
+        raise InvalidInput("config", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                           "see `mistudio train --help` for the fields") from None
+    cfg = cfg.with_d_in(metadata["d_model"])
+    if cfg.dataset not in (None, "stdlib"):
+        from mistudio.data.corpora import check_corpus
+
+        check_corpus(cfg.dataset, "text", field="dataset")
+    return cfg
+
+
+def _holdout_split(n_contexts: int, context_length: int) -> int:
+    """Index of the first held-out context: the tail of the corpus is kept for feature analysis."""
+    wanted = math.ceil(get_settings().profile.feature_tokens / max(1, context_length))
+    held = min(wanted, int(n_contexts * HOLDOUT_FRACTION_MAX))
+    return n_contexts - max(1, held) if n_contexts > 1 else n_contexts
+
+
+def _subset(tokens, start: int, stop: int):
+    from mistudio.data.packing import PackedTokens
+
+    return PackedTokens(tokens.input_ids[start:stop], tokens.attention_mask[start:stop],
+                        tokens.activation_mask[start:stop])
+
+
+def write_run_file(run_dir: Path, info: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(run_dir / RUN_FILE)
+
+
+def read_run_file(run_dir: Path | str) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise InvalidInput("training_id", f"no training run at {Path(run_dir)}", "train an SAE first (mistudio train)")
+    return json.loads(path.read_text())
+
+
+def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_checkpoint=None,
+          should_stop: Callable[[], bool] | None = None, before_commit: Callable[[int], bool] | None = None,
+          evaluate: bool = True) -> dict:
+    """Train (or resume) the run in run_dir; returns the final metrics and where the SAE is."""
+    from mistudio.data.activations import ActivationStore, build_activation_cache
+    from mistudio.data.processed import process_dataset
+    from mistudio.models.loading import load_model
+    from mistudio.sae.evaluation import CELossEvaluator, has_lm_head
+    from mistudio.sae.run import run_training
+
+    settings = get_settings()
+    run_dir = Path(run_dir)
+    started = time.time()
+    report = progress or (lambda data: None)
+
+    def phase(name: str):
+        return lambda data: report({"phase": name, "step": 0, "total_steps": config.steps, **data})
+
+    loaded = load_model(config.model, device=None if config.device == "auto" else config.device)
+    dataset = process_dataset(config.dataset, loaded, None, None, phase("tokenizing"))
+    tokens = dataset.tokens
+    split = _holdout_split(tokens.n_contexts, tokens.context_length)
+    write_run_file(run_dir, {
+        "training_id": run_dir.name, "config": config.model_dump(mode="json"), "model": loaded.name,
+        "hook_point": config.hook_point, "dataset_id": dataset.dataset_id, "dataset_path": str(dataset.path),
+        "train_contexts": [0, split], "holdout_contexts": [split, tokens.n_contexts],
+        "context_length": tokens.context_length, "created": started,
+    })
+    cache_dir = settings.data_dir / "activations" / dataset.dataset_id / f"{config.hook_point}-float32-ctx0-{split}"
+    cache = build_activation_cache(loaded, config.hook_point, _subset(tokens, 0, split), cache_dir,
+                                   progress=phase("caching activations"))
+    store = ActivationStore.from_cache(cache, config.batch_size, seed=config.seed,
+                                       memory_budget_bytes=settings.memory_budget)
+    evaluator = None
+    if evaluate and has_lm_head(loaded.model) and split < tokens.n_contexts:
+        held = _subset(tokens, split, min(tokens.n_contexts, split + 16))
+        evaluator = CELossEvaluator(loaded, config.hook_point, held.input_ids, held.attention_mask)
+    metrics = run_training(config, run_dir, store, on_progress=report, on_checkpoint=on_checkpoint,
+                           should_stop=should_stop, before_commit=before_commit, evaluator=evaluator)
+    metrics["duration_s"] = time.time() - started
+    return metrics

@@ -1,0 +1,114 @@
+"""FeatureBrowser: pick a feature of a trained SAE and see its card.
+
+    FeatureBrowser("tr_abc123")                      # by index
+    FeatureBrowser("tr_abc123", order="density")     # most frequent first
+
+Choose the order (feature index, density, max activation), then move through it with the
+slider or the arrows, or type a feature index. Every read goes through the Redis cache
+(mistudio.feature_queries): the dictionary stats and orderings once, each card on first view,
+so going back to a feature is a cache hit. Everything runs in widget callbacks on the kernel's
+thread; nothing is polled. The histogram goes into an Output as a plain Plotly figure (small
+when the notebook is saved), not a FigureWidget.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import ipywidgets as W
+import plotly.io as pio
+from IPython.display import display
+
+from mistudio import feature_queries as queries
+from mistudio.views.features import FeatureCard, _fmt
+
+ORDERS = (("feature index", "index"), ("density (highest first)", "density"), ("max activation (highest first)", "max"))
+
+
+def figure_output(fig) -> dict:
+    """A display_data output holding a Plotly figure (JupyterLab's Plotly renderer draws it)."""
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"application/vnd.plotly.v1+json": json.loads(pio.to_json(fig)),
+                     "text/plain": f"<Figure: {fig.layout.title.text or ''}>"}}
+
+
+class FeatureBrowser:
+    def __init__(self, training_id: str, feature: int = 0, order: str = "index", n_contexts: int = 10):
+        self.training_id = training_id
+        self.n_contexts = n_contexts
+        self.stats = queries.dictionary_stats(training_id)
+        self.n_features = self.stats["total_features"]
+        self.ranking: list[int] = []
+        self._rank_of: dict[int, int] = {}
+        self.card: FeatureCard | None = None
+        self.error: str | None = None
+        self._syncing = False
+
+        last = max(0, self.n_features - 1)
+        self.order = W.Dropdown(options=ORDERS, value=order, description="order", layout=W.Layout(width="300px"))
+        self.rank = W.IntSlider(value=0, min=0, max=last, description="rank", continuous_update=False,
+                                layout=W.Layout(width="420px"))
+        self.prev_button = W.Button(icon="chevron-left", tooltip="previous", layout=W.Layout(width="36px"))
+        self.next_button = W.Button(icon="chevron-right", tooltip="next", layout=W.Layout(width="36px"))
+        self.index = W.BoundedIntText(value=0, min=0, max=last, description="feature", layout=W.Layout(width="170px"))
+        s = self.stats
+        self.title = W.HTML(
+            f"<b>Features of {html.escape(training_id)}</b> <span style='color:#666'>· {s['total_features']:,} "
+            f"features · {s['dead_features']:,} dead · mean frequency {_fmt(s['avg_activation_frequency'])} · "
+            f"{s['n_tokens']:,} held-out tokens</span>")
+        self.header = W.HTML()
+        self.figure = W.Output()
+        self.body = W.HTML()
+        self.widget = W.VBox([self.title, W.HBox([self.order, self.index]),
+                              W.HBox([self.prev_button, self.rank, self.next_button]),
+                              self.header, self.figure, self.body])
+
+        self.order.observe(lambda change: self._set_order(change["new"]), names="value")
+        self.rank.observe(lambda change: self._at_rank(change["new"]), names="value")
+        self.index.observe(lambda change: None if self._syncing else self.show(change["new"]), names="value")
+        self.prev_button.on_click(lambda _: self.step(-1))
+        self.next_button.on_click(lambda _: self.step(+1))
+        self._set_order(order, feature=feature)
+
+    # --- navigation --------------------------------------------------------------------
+
+    def _set_order(self, order: str, feature: int | None = None) -> None:
+        self.ranking = queries.ranking(self.training_id, order)
+        self._rank_of = {f: r for r, f in enumerate(self.ranking)}
+        self.show(self.ranking[0] if feature is None and self.ranking else (feature or 0))
+
+    def _at_rank(self, rank: int) -> None:
+        if not self._syncing and 0 <= rank < len(self.ranking):
+            self.show(self.ranking[rank])
+
+    def step(self, delta: int) -> None:
+        self.rank.value = max(self.rank.min, min(self.rank.max, self.rank.value + delta))
+
+    @property
+    def feature(self) -> int | None:
+        return None if self.card is None else self.card.feature
+
+    def show(self, feature: int) -> None:
+        """Show one feature's card (read through the cache) and put the controls on it."""
+        feature = int(feature)
+        try:
+            data = queries.feature_card(self.training_id, feature)
+        except Exception as exc:  # shown, not raised: a widget callback has nowhere to raise to
+            self.error = str(exc)
+            self.header.value = f"<span style='color:#d62728'>{html.escape(self.error)}</span>"
+            return
+        self.error = None
+        self.card = FeatureCard(data, n_contexts=self.n_contexts)
+        self._syncing = True
+        try:
+            self.index.value = feature
+            self.rank.value = self._rank_of.get(feature, 0)
+        finally:
+            self._syncing = False
+        self.header.value = self.card.header_html
+        self.figure.outputs = (figure_output(self.card.histogram),)
+        self.body.value = self.card.body_html
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
