@@ -43,7 +43,7 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/mistudio up
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 up: $(STAMP)
 	$(BIN)/mistudio up

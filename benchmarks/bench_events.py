@@ -76,7 +76,7 @@ def train_rate(steps: int, publish: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     os.environ["MISTUDIO_HOME"] = tempfile.mkdtemp(prefix="mistudio-bench-events-")
     os.environ.pop("REDIS_URL", None)
@@ -91,8 +91,9 @@ def main() -> None:
             plain.append(train_rate(args.steps, publish=False))
             with_events.append(train_rate(args.steps, publish=True))
         a, b = statistics.median(plain), statistics.median(with_events)
-        print(f"training steps/s without events {a:.2f}, with events every step {b:.2f}"
-              f"  (medians of {args.rounds} alternating rounds)")
+        print(f"training steps/s without events {a:.2f} (rounds {min(plain):.2f}..{max(plain):.2f}),"
+              f" with events every step {b:.2f} (rounds {min(with_events):.2f}..{max(with_events):.2f});"
+              f" medians of {args.rounds} alternating rounds")
         print(f"ratio with/without = {b / a:.3f}; overhead {100 * (1 - b / a):+.2f}%  (goal <= 1%)")
     finally:
         server.stop()

@@ -14,6 +14,8 @@ def _progress_text(progress: dict | None) -> str:
         return "-"
     if "step" in progress and progress.get("total_steps"):
         return f"{progress['step']}/{progress['total_steps']}"
+    if progress.get("total") and "done" in progress:
+        return f"{progress['done']}/{progress['total']}"
     if "fraction" in progress:
         return f"{100 * progress['fraction']:.0f}%"
     return "-"

@@ -34,16 +34,25 @@ class JobGuard:
         self.gpu = locks.GpuLock(self.device, holder=f"{worker_id}/{job_id}", settings=settings) if gpu else None
         self._held: list = []  # what we hold now, in acquisition order
         self._lock = threading.Lock()
+        self._assigned = False
+
+    def assign(self) -> None:
+        """Record the assignment (once). The worker's keeper calls it off the job's start path."""
+        with self._lock:
+            if self._assigned:
+                return
+            self._assigned = True
+        assignments.assign(self.client, self.job_id, self.worker_id, self.device)
 
     def acquire(self, wait) -> bool:
         """Take the slot and the GPU, waiting while busy. wait(seconds) -> True (the job must stop) aborts."""
-        assignments.assign(self.client, self.job_id, self.worker_id, self.device)
         for what in (self.slot, self.gpu):
             if what is None:
                 continue
             if not what.try_acquire():
                 name = f"a {what.name} slot" if what is self.slot else f"GPU {self.device}"
                 logger.info("job %s: waiting for %s", self.job_id, name)
+                self.assign()
                 assignments.set_status(self.client, self.job_id, f"waiting for {name}")
                 if not what.acquire(timeout=None, wait=wait):
                     return False

@@ -3,8 +3,8 @@
 `LeasedWorker` is a Huey Worker (the consumer's `worker_class`) that claims a message
 under a lease and hands it to an `Execution`, which:
 - skips jobs already final (cancelled while queued, or a duplicate delivery);
-- keeps the lease alive (a keeper thread renews it every lease/3, polls the cancel
-  flag and the time limit, and stops the job when any of them says so);
+- keeps the lease alive (the process's keeper thread renews it every lease/3, polls
+  the cancel flag and the time limit, and stops the job when any of them says so);
 - holds what the job needs besides (coord.jobguard: its assignment, its task's
   concurrency slot, the device's GPU lock for isolated queues), renewed with the lease;
 - runs the task in this thread, or for isolated queues (gpu) in a spawned child
@@ -47,6 +47,20 @@ class Runtime:
         self.active: set[Execution] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.keeper = threading.Thread(target=self._keep, name="keeper", daemon=True)
+        self.keeper.start()
+
+    def _keep(self) -> None:
+        """One thread looks after every running job of this process (see Execution.tend)."""
+        while True:
+            with self.lock:
+                active = list(self.active)
+            for execution in active:
+                try:
+                    execution.tend(time.monotonic())
+                except Exception:
+                    logger.exception("job %s: keeper error", execution.lease.job_id)
+            time.sleep(0.05)
 
     def shutdown(self) -> None:
         """Give every running job back to the queue at once (SIGTERM/SIGINT)."""
@@ -67,7 +81,7 @@ class Execution:
         self.ctx: context.JobContext | None = None
         self.guard: JobGuard | None = None
         self._released = False
-        self._done = threading.Event()
+        self.finished = False
 
     # --- the steps -------------------------------------------------------------------
 
@@ -100,11 +114,13 @@ class Execution:
         )
         self.guard = JobGuard(rt.settings, job_id=lease.job_id, task=task.name, worker_id=rt.worker_id,
                               gpu=rt.queue.isolate)
+        now = time.monotonic()
+        self.started, self.last_renewed = now, now
+        self.next_renew = now + rt.storage.lease_seconds / 3
+        self.next_cancel_check = now + 0.25
+        self.time_limit = record.get("time_limit") or rt.settings.task_time_limit
         with rt.lock:
-            rt.active.add(self)
-        keeper = threading.Thread(target=self._keep, args=(record.get("time_limit") or rt.settings.task_time_limit,),
-                                  name=f"lease-{lease.job_id}", daemon=True)
-        keeper.start()
+            rt.active.add(self)  # the runtime's keeper now renews the lease, polls cancel, enforces the time limit
         try:
             # Waits while the slot or the GPU is busy; gives up if the job must stop meanwhile.
             if self.guard.acquire(wait=self.ctx.wait):
@@ -113,11 +129,10 @@ class Execution:
                 else:
                     self._run_inline(task)
         finally:
-            self.guard.release()
-            self._done.set()
-            keeper.join(timeout=5)
+            self.finished = True
             with rt.lock:
                 rt.active.discard(self)
+            self.guard.release()
         self._settle()
 
     def _run_inline(self, task) -> None:
@@ -164,38 +179,35 @@ class Execution:
             self.child.kill()
             self.child.wait(5)
 
-    def _keep(self, time_limit: float) -> None:
-        """Renew the lease, watch the cancel flag and the time limit, until the job ends."""
+    def tend(self, now: float) -> None:
+        """Called by the runtime's keeper every ~50 ms while the job runs."""
+        if self.finished:
+            return
         rt, ctx = self.rt, self.ctx
+        self.guard.assign()  # the first visit records the assignment (kept off the start path)
         lease_len = rt.storage.lease_seconds
-        started = time.monotonic()
-        last_renewed = started
-        next_renew = started + lease_len / 3
-        next_cancel_check = started + 0.25
-        while not self._done.wait(0.05):
-            now = time.monotonic()
-            if now >= next_renew:
-                try:
-                    if rt.storage.renew(self.lease):
-                        last_renewed = now
-                        if not self.guard.renew():  # slot or GPU lock lost: another may hold it now
-                            ctx.stop("lease_lost")
-                    else:
+        if now >= self.next_renew:
+            try:
+                if rt.storage.renew(self.lease):
+                    self.last_renewed = now
+                    if not self.guard.renew():  # slot or GPU lock lost: another may hold it now
                         ctx.stop("lease_lost")
-                except Exception:
-                    logger.warning("job %s: lease renewal failed, retrying", self.lease.job_id)
-                    if now - last_renewed > lease_len:
-                        ctx.stop("lease_lost")
-                next_renew = now + (lease_len / 3 if ctx.stop_reason is None else 0.5)
-            if now >= next_cancel_check:
-                try:
-                    if records.cancel_requested(rt.results, self.lease.job_id):
-                        ctx.stop("cancelled")
-                except Exception:
-                    pass
-                next_cancel_check = now + 0.25
-            if now - started > time_limit:
-                ctx.stop("time_limit")
+                else:
+                    ctx.stop("lease_lost")
+            except Exception:
+                logger.warning("job %s: lease renewal failed, retrying", self.lease.job_id)
+                if now - self.last_renewed > lease_len:
+                    ctx.stop("lease_lost")
+            self.next_renew = now + (lease_len / 3 if ctx.stop_reason is None else 0.5)
+        if now >= self.next_cancel_check:
+            try:
+                if records.cancel_requested(rt.results, self.lease.job_id):
+                    ctx.stop("cancelled")
+            except Exception:
+                pass
+            self.next_cancel_check = now + 0.25
+        if now - self.started > self.time_limit:
+            ctx.stop("time_limit")
 
     def give_back(self) -> None:
         """The worker is stopping: requeue now, then stop the task (its writes are fenced off)."""
