@@ -88,6 +88,17 @@ class Subscription:
             logger.warning("skipping a malformed message: %s", exc)
             return None
 
+    def _wants_catch_up(self, live: Event | None) -> bool:
+        """Read history before going on: a gap in seq (fill it first), or a quiet channel."""
+        if live is None:
+            return self.use_history and time.monotonic() - self._last_catch_up >= CATCH_UP_INTERVAL
+        return self.use_history and live.seq > self.last.get(live.channel, 0) + 1
+
+    def _push(self, event: Event | None) -> None:
+        if event is not None:
+            self._buffer.append(event)
+            self._buffer.sort(key=lambda e: (e.channel, e.seq))
+
     def _take(self) -> Event | None:
         while self._buffer:
             event = self._buffer.pop(0)
@@ -140,13 +151,9 @@ class Subscription:
                     continue
                 wait = CATCH_UP_INTERVAL if remaining is None else min(remaining, CATCH_UP_INTERVAL)
                 event = self._live(self._pubsub.get_message(timeout=wait))
-                if event is not None:
-                    if event.seq > self.last.get(event.channel, 0) + 1 and self.use_history:
-                        self._catch_up()  # a gap: fill it from history first
-                    self._buffer.append(event)
-                    self._buffer.sort(key=lambda e: (e.channel, e.seq))
-                elif time.monotonic() - self._last_catch_up >= CATCH_UP_INTERVAL:
+                if self._wants_catch_up(event):
                     self._catch_up()
+                self._push(event)
             except _ERRORS as exc:
                 logger.info("subscription lost (%s); reconnecting", exc)
                 self._drop_connection()
@@ -212,13 +219,9 @@ class Subscription:
                     continue
                 wait = CATCH_UP_INTERVAL if remaining is None else min(remaining, CATCH_UP_INTERVAL)
                 event = self._live(await self._apubsub.get_message(timeout=wait))
-                if event is not None:
-                    if event.seq > self.last.get(event.channel, 0) + 1 and self.use_history:
-                        await self._acatch_up()
-                    self._buffer.append(event)
-                    self._buffer.sort(key=lambda e: (e.channel, e.seq))
-                elif time.monotonic() - self._last_catch_up >= CATCH_UP_INTERVAL:
+                if self._wants_catch_up(event):
                     await self._acatch_up()
+                self._push(event)
             except _ERRORS as exc:
                 logger.info("subscription lost (%s); reconnecting", exc)
                 await self._adrop()

@@ -20,6 +20,7 @@ from IPython.display import display
 from mistudio.events import Subscription
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
+from mistudio.widgets.polling import keep_running
 from mistudio.views.training import TRAINING_METRICS, decimate, training_curves, training_figure
 
 _SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "dead_fraction", "dense_fraction", "lr", "tokens_per_s")
@@ -204,17 +205,7 @@ class TrainingMonitor:
 
     def start(self) -> asyncio.Task | None:
         """Listen on the running event loop (a Jupyter kernel's). None without a running loop."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            try:
-                loop = asyncio.get_event_loop()
-            except RuntimeError:
-                return None
-            if not loop.is_running():
-                return None
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self.listen())
+        self._task = keep_running(self._task, self.listen)
         return self._task
 
     async def wait(self) -> "TrainingMonitor":

@@ -7,6 +7,26 @@ import asyncio
 from IPython.display import display
 
 
+def kernel_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop a Jupyter kernel runs (widgets' tasks go there), or None outside one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            return None
+        return loop if loop.is_running() else None
+
+
+def keep_running(task: asyncio.Task | None, make_coro) -> asyncio.Task | None:
+    """task if it is still running, else a new task of make_coro() on the kernel's loop (None: no loop)."""
+    if task is not None and not task.done():
+        return task
+    loop = kernel_loop()
+    return None if loop is None else loop.create_task(make_coro())
+
+
 class PollingView:
     """Subclasses implement fetch() (any thread; Redis reads) and draw(data) (the loop thread)."""
 
@@ -37,17 +57,7 @@ class PollingView:
             await asyncio.sleep(self.interval)
 
     def start(self) -> asyncio.Task | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            try:
-                loop = asyncio.get_event_loop()
-            except RuntimeError:
-                return None
-            if not loop.is_running():
-                return None
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self.run())
+        self._task = keep_running(self._task, self.run)
         return self._task
 
     def stop(self) -> None:
