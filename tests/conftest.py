@@ -63,9 +63,12 @@ def redis_server(mistudio_home):
 
 @pytest.fixture
 def redis_db(redis_server):
-    """A clean Redis for one test: every database flushed before it runs."""
+    """A clean Redis for one test: no background workers (a notebook's `mistudio up` may have
+    started some), every database flushed."""
+    from mistudio.queue import supervisor
     from mistudio.redis.connection import get_client
 
+    supervisor.stop_workers()
     get_client("queue").flushall()
     return get_client
 
