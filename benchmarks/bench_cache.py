@@ -22,13 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+from common import pct, private_redis
 
 
 def measure(fn, n: int) -> list[float]:
@@ -47,12 +43,8 @@ def main() -> None:
     parser.add_argument("--expansion-factor", type=int, default=8)
     args = parser.parse_args()
 
-    home = tempfile.mkdtemp(prefix="mistudio-bench-cache-")
-    os.environ["MISTUDIO_HOME"] = home
-    os.environ["MISTUDIO_RATE_LIMITS"] = "off"
     os.environ.setdefault("MISTUDIO_PROFILE", "ci")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.pop("REDIS_URL", None)
     import torch
 
     from mistudio import cache
@@ -60,13 +52,11 @@ def main() -> None:
     from mistudio.features import extract_features, load_correlation_matrix, load_feature, load_feature_table
     from mistudio.features.summary import dictionary_summary
     from mistudio.models.metadata import model_metadata
-    from mistudio.redis import server
     from mistudio.redis.connection import get_client
     from mistudio.settings import get_settings
     from mistudio.training import model_config, prepare_config, train
 
-    server.start()
-    try:
+    with private_redis("cache", rate_limits=False):
         tid = "tr_bench_cache"
         run_dir = get_settings().runs_dir / tid
         config = prepare_config({"steps": args.steps, "expansion_factor": args.expansion_factor, "eval_every": 0,
@@ -120,8 +110,6 @@ def main() -> None:
         print("\nhit rates: " + ", ".join(f"{ns} {cache.hit_rate(ns):.1f} %" for ns in ("features", "model", "api",
                                                                                            "correlations")))
         print("a hit = GET (or HGETALL) + HINCRBY of the hit counter + JSON decode; goal (seed): 100-1000x")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -15,15 +15,10 @@ Seed targets (average): rate-limit check 0.5 ms, lock 1 ms, heartbeat 0.5 ms.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+from common import pct, private_redis
 
 
 def measure(n: int, fn) -> list[float]:
@@ -42,15 +37,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
 
-    os.environ["MISTUDIO_HOME"] = tempfile.mkdtemp(prefix="mistudio-bench-coord-")
-    os.environ.pop("REDIS_URL", None)
     from mistudio import limits
     from mistudio.coord import heartbeat, locks, resources
-    from mistudio.redis import server
     from mistudio.redis.connection import get_client
 
-    server.start()
-    try:
+    with private_redis("coord"):
         ping_client = get_client("queue")
         windows = [limits.Window("bench", 10**9, 60), limits.Window("bench_burst", 10**9, 1)]
         lock = locks.GpuLock("bench_device", holder="bench", ttl=60)
@@ -81,8 +72,6 @@ def main() -> None:
                          f"  (seed target: {ms(targets[name])} average)")
             print(line)
         print(f"resources.sample() once: {ms(sample_cost)} ({payload['resource_source']}; not in the heartbeat figure)")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

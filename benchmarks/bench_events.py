@@ -12,15 +12,11 @@ Starts a private embedded Redis. Then, in the same run:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+from common import pct, private_redis
 
 
 def latency() -> None:
@@ -78,12 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    os.environ["MISTUDIO_HOME"] = tempfile.mkdtemp(prefix="mistudio-bench-events-")
-    os.environ.pop("REDIS_URL", None)
-    from mistudio.redis import server
-
-    server.start()
-    try:
+    with private_redis("events"):
         latency()
         train_rate(20, publish=False)  # warm up
         plain, with_events = [], []
@@ -95,8 +86,6 @@ def main() -> None:
               f" with events every step {b:.2f} (rounds {min(with_events):.2f}..{max(with_events):.2f});"
               f" medians of {args.rounds} alternating rounds")
         print(f"ratio with/without = {b / a:.3f}; overhead {100 * (1 - b / a):+.2f}%  (goal <= 1%)")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

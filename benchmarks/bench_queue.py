@@ -14,17 +14,12 @@ Goals (issue 3): enqueue p99 <= 2 ms; enqueue-to-start p50 within 5x the raw rou
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+from common import pct, private_redis
 
 
 def main() -> None:
@@ -32,21 +27,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
 
-    home = tempfile.mkdtemp(prefix="mistudio-bench-queue-")
-    os.environ["MISTUDIO_HOME"] = home
-    os.environ["MISTUDIO_RATE_LIMITS"] = "off"  # we submit hundreds of jobs a second on purpose
-    os.environ.pop("REDIS_URL", None)
+    with private_redis("queue", rate_limits=False):  # we submit hundreds of jobs a second on purpose
+        measure(args.n)
+
+
+def measure(n: int) -> None:
     from mistudio import jobs
-    from mistudio.redis import server
     from mistudio.redis.connection import get_client
 
-    server.start()
     worker = subprocess.Popen([sys.executable, "-m", "mistudio.cli", "worker", "--queue", "cpu"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = get_client("queue")
         raw = []
-        for _ in range(args.n):
+        for _ in range(n):
             t0 = time.perf_counter()
             client.lpush("bench:raw", b'{"id":"x","task":"echo"}')
             client.brpop("bench:raw", timeout=1)
@@ -56,7 +50,7 @@ def main() -> None:
         jobs.submit("diagnostics.echo", {"warm": True}).result(timeout=60)
 
         enqueue, to_start = [], []
-        for i in range(args.n):
+        for i in range(n):
             t_wall = time.time()
             t0 = time.perf_counter()
             job = jobs.submit("diagnostics.echo", {"i": i})
@@ -76,7 +70,6 @@ def main() -> None:
     finally:
         worker.terminate()
         worker.wait(10)
-        server.stop()
 
 
 if __name__ == "__main__":
