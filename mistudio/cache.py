@@ -145,9 +145,9 @@ def _refused(namespace: str, key: str) -> None:
             logger.exception("could not publish the alert")
 
 
-def _count(namespace: str, field: str) -> None:
+def _count(client, namespace: str, field: str) -> None:
     try:
-        _client().hincrby(f"cache:stats:{namespace}", field, 1)
+        client.hincrby(f"cache:stats:{namespace}", field, 1)
     except redis.exceptions.ResponseError as exc:  # OOM: keep the count here for stats()
         if not is_out_of_memory(exc):
             raise
@@ -162,9 +162,9 @@ def get_or_compute(namespace: str, compute: Callable[[], object], *, wait: float
     client = _client()
     value = _read(client, key, pol.kind)
     if value is not None:
-        _count(namespace, "hits")
+        _count(client, namespace, "hits")
         return value
-    _count(namespace, "misses")
+    _count(client, namespace, "misses")
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     while True:
@@ -186,7 +186,7 @@ def get_or_compute(namespace: str, compute: Callable[[], object], *, wait: float
         # Someone else is computing: serve the stale copy, or wait for theirs.
         stale = client.get(_stale_key(key))
         if stale is not None:
-            _count(namespace, "stale")
+            _count(client, namespace, "stale")
             return json.loads(stale)
         time.sleep(0.02)
         value = _read(client, key, pol.kind)

@@ -200,8 +200,8 @@ def list_jobs(limit: int = 50, *, state: str | None = None, task: str | None = N
         if not batch:
             break
         offset += len(batch)
-        for record in batch:
-            if (state is None or record["state"] == state) and (task is None or record["task"] == task):
-                record["progress"] = records.get_progress(results, record["id"])
-                out.append(record)
-    return out[:limit]
+        out += [r for r in batch if (state is None or r["state"] == state) and (task is None or r["task"] == task)]
+    out = out[:limit]
+    for record, progress in zip(out, records.get_progress_many(results, [r["id"] for r in out])):
+        record["progress"] = progress
+    return out

@@ -34,11 +34,12 @@ def down(settings: Settings | None = None) -> dict:
     return {"workers_stopped": stopped_workers, "redis_stopped": stopped_redis}
 
 
-def redis_status(settings: Settings | None = None) -> dict:
-    """Version, address, memory, clients and persistence of the Redis miStudio uses."""
+def redis_status(settings: Settings | None = None, info: dict | None = None) -> dict:
+    """Version, address, memory, clients and persistence of the Redis miStudio uses
+    (`info`: an INFO reply the caller already has)."""
     settings = settings or get_settings()
     endpoint = check_connection(settings)
-    info = get_client("queue", settings=settings).info()
+    info = get_client("queue", settings=settings).info() if info is None else info
     state = None if settings.redis_url else server.read_state(settings)
     maxmemory = int(info.get("maxmemory", 0))
     options = dict(endpoint.options)
@@ -74,13 +75,14 @@ def status(settings: Settings | None = None) -> dict:
     """Everything `mistudio status --json` prints. Raises RedisUnavailable if Redis is down."""
     settings = settings or get_settings()
     result = {"time": time.time(), "home": str(settings.home), "profile": settings.profile.name}
-    result["redis"] = redis_status(settings)
+    info = get_client("queue", settings=settings).info()  # one INFO for the status and the metrics
+    result["redis"] = redis_status(settings, info)
     from mistudio.queue import supervisor
 
     result.update(supervisor.queue_status(settings))
     from mistudio import monitoring
     from mistudio.coord import leader
 
-    result["metrics"], result["alerts"] = monitoring.snapshot(settings)
+    result["metrics"], result["alerts"] = monitoring.snapshot(settings, info=info, workers=result["workers"])
     result["leader"] = leader.current(get_client("locks", settings=settings))
     return result

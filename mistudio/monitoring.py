@@ -32,9 +32,10 @@ MIN_RATE_SPAN = 1.0  # seconds between samples below which rates are too noisy t
 LAST_SAMPLE_TTL = 86400
 
 
-def redis_metrics(client) -> dict:
-    """The seed's get_redis_metrics(), plus what the alerts need (maxmemory, CPU, server time, lag)."""
-    info = client.info()
+def redis_metrics(client, info: dict | None = None) -> dict:
+    """The seed's get_redis_metrics(), plus what the alerts need (maxmemory, CPU, server time, lag).
+    `info`: an INFO reply the caller already has."""
+    info = client.info() if info is None else info
     used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
     lags = [float(v["lag"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and "lag" in v]
@@ -120,11 +121,13 @@ def evaluate(now: dict, before: dict | None = None, *, expected_blocked: int = 0
     return sorted(alerts, key=lambda a: (a["level"] != "critical", a["name"]))
 
 
-def expected_blocked_clients(locks_client) -> int:
-    """Worker threads (each may sit in BRPOP) declared by the live workers' heartbeats."""
+def expected_blocked_clients(locks_client, workers: list[dict] | None = None) -> int:
+    """Worker threads (each may sit in BRPOP) declared by the live workers' heartbeats
+    (`workers`: healthy_workers() the caller already read)."""
     from mistudio.coord.heartbeat import healthy_workers
 
-    return sum(int(w.get("workers") or 0) for w in healthy_workers(locks_client))
+    workers = healthy_workers(locks_client) if workers is None else workers
+    return sum(int(w.get("workers") or 0) for w in workers)
 
 
 def _load(client, key: str):
@@ -132,13 +135,15 @@ def _load(client, key: str):
     return json.loads(raw) if raw else None
 
 
-def snapshot(settings: Settings | None = None) -> tuple[dict, list[dict]]:
-    """Metrics now, and the alerts they raise (rates against the leader's last sample)."""
+def snapshot(settings: Settings | None = None, *, info: dict | None = None,
+             workers: list[dict] | None = None) -> tuple[dict, list[dict]]:
+    """Metrics now, and the alerts they raise (rates against the leader's last sample).
+    `info` and `workers`: an INFO reply and healthy_workers() the caller already read."""
     settings = settings or get_settings()
     locks_client = get_client("locks", settings=settings)
-    metrics = redis_metrics(get_client("queue", settings=settings))
+    metrics = redis_metrics(get_client("queue", settings=settings), info)
     alerts = evaluate(metrics, _load(locks_client, keys.metrics_last()),
-                      expected_blocked=expected_blocked_clients(locks_client))
+                      expected_blocked=expected_blocked_clients(locks_client, workers))
     return metrics, alerts
 
 

@@ -6,7 +6,7 @@ Names are imported lazily so `import mistudio.data` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from mistudio.lazy import lazy_exports
 
 _EXPORTS = {
     "iter_documents": "corpora",
@@ -23,8 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mistudio.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mistudio.data.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

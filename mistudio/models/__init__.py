@@ -6,7 +6,7 @@ Names are imported lazily so `import mistudio.models` stays cheap (transformers 
 
 from __future__ import annotations
 
-import importlib
+from mistudio.lazy import lazy_exports
 
 _EXPORTS = {
     "LoadedModel": "loading",
@@ -25,8 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mistudio.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mistudio.models.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

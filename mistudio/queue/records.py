@@ -137,6 +137,13 @@ def get_progress(client: redis.Redis, job_id: str) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+def get_progress_many(client: redis.Redis, job_ids: list[str]) -> list[dict | None]:
+    """Progress snapshots of several jobs in one round trip."""
+    if not job_ids:
+        return []
+    return [json.loads(raw) if raw else None for raw in client.mget([keys.job_progress(j) for j in job_ids])]
+
+
 def get_result(client: redis.Redis, job_id: str) -> dict | None:
     raw = client.get(keys.job_result(job_id))
     return json.loads(raw) if raw else None
