@@ -104,16 +104,17 @@ def correlation_heatmap(correlations: dict, title: str | None = None) -> go.Figu
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Tick values for a log axis spanning 10^lo..10^hi: decades, or 1-2-5 (or every digit) per
-    decade when the range is too narrow for several decades to show."""
+    """At least three tick values for a log axis spanning 10^lo..10^hi: the decades, else 1-2-5 or
+    every digit per decade, else (a range narrower than one digit step) evenly spaced round values."""
     for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
         ticks = [m * 10.0 ** d for d in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas
                  if lo <= math.log10(m * 10.0 ** d) <= hi]
         if len(ticks) >= 3:
             return ticks
-    if len(ticks) >= 2:
-        return ticks
-    return [float(f"{10.0 ** v:.2g}") for v in (lo + (hi - lo) * f for f in (0.1, 0.5, 0.9))]
+    low, high = 10.0 ** lo, 10.0 ** hi
+    rough = (high - low) / 4
+    step = min((m * 10.0 ** math.floor(math.log10(rough)) for m in (1, 2, 5, 10)), key=lambda v: abs(v - rough))
+    return [round(k * step, 12) for k in range(math.ceil(low / step), math.floor(high / step) + 1)]
 
 
 def activation_histogram(card: dict) -> go.Figure:
