@@ -10,13 +10,14 @@ STAMP := $(VENV)/.mistudio-installed
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help install demo test test-fast lab up down status bench clean
+.PHONY: help install demo test test-fast lab up down status bench clean docs-screenshots
 
 help:
 	@echo "make demo   set up, start Redis and workers, train an SAE on the bundled model, extract features"
 	@echo "make test   run the test suite (real Redis, real workers, real models) and the notebooks"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make bench  run the benchmarks"
+	@echo "make docs-screenshots  rerun the browser test and rewrite its screenshots in docs/ (needs chromium)"
 	@echo "make down   stop what demo/up started"
 
 install: $(STAMP)
@@ -56,6 +57,11 @@ status: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The browser test (JupyterLab in Chromium) writes what it sees into docs/: the monitor mid-run and at
+# the end, a feature card. CI runs the same test without rewriting docs/.
+docs-screenshots: $(STAMP)
+	MISTUDIO_SCREENSHOTS=$(CURDIR)/docs MISTUDIO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -157,7 +157,7 @@ def _examples_table(examples: list[dict], top: float, label) -> str:
     Flex rows, not a table: JupyterLab's notebook CSS restyles table cells (right-aligned,
     fixed equal columns), never plain divs, so this looks the same there and in the report."""
     return "".join(
-        f"<div style='display:flex;align-items:baseline;gap:10px;padding:3px 0;text-align:left'>"
+        f"<div style='display:flex;align-items:baseline;gap:10px;padding:2px 0;line-height:1.45;text-align:left'>"
         f"<div style='flex:0 0 auto;min-width:3.5em;color:#666;white-space:nowrap;font-size:12px'>{label(ex)}</div>"
         f"<div style='flex:1 1 auto;min-width:0;font-family:{MONO};font-size:12px;white-space:pre-wrap;"
         f"word-break:break-word;text-align:left'>{context_html(ex, top)}</div></div>" for ex in examples)

@@ -59,6 +59,12 @@ def decimate(xs: list, ys: list, max_points: int) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
+def set_points(trace, xs: list, ys: list) -> None:
+    """A curve's points; with few of them, markers too (one point alone draws no line)."""
+    trace.x, trace.y = xs, ys
+    trace.mode = "lines+markers" if len(xs) <= 30 else "lines"
+
+
 def _scale_switch(loss_scale: str) -> list[dict]:
     buttons = [dict(label=label, method="relayout", args=[{"yaxis.type": scale}])
                for label, scale in (("log", "log"), ("linear", "linear"))]
@@ -78,7 +84,7 @@ def training_figure(widget: bool = False, title: str | None = None, architecture
     colours = {"dead": "#d62728", "dense": "#9467bd"}
     for key, name, panel in curves:
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=name, showlegend=panel == 2,
-                                 line=dict(color=colours.get(name)), legendgroup=name),
+                                 line=dict(color=colours.get(name)), marker=dict(size=4), legendgroup=name),
                       row=panel // 2 + 1, col=panel % 2 + 1)
     fig.update_layout(height=480, margin=dict(l=50, r=20, t=70 if title else 50, b=40), template="plotly_white",
                       title=title, updatemenus=_scale_switch(loss_scale),
@@ -98,6 +104,5 @@ def training_curves(history: list[dict], max_points: int = 1000, title: str | No
     for i, (key, _, _) in enumerate(curves_for(architecture)):
         points = [(h["step"], v) for h in history
                   if (v := metric_value(h, key, architecture)) is not None and "step" in h]
-        xs, ys = decimate([p[0] for p in points], [p[1] for p in points], max_points)
-        fig.data[i].x, fig.data[i].y = xs, ys
+        set_points(fig.data[i], *decimate([p[0] for p in points], [p[1] for p in points], max_points))
     return fig

@@ -27,11 +27,13 @@ from mistudio.events import Subscription
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
 from mistudio.views.display import figure_bundle, html_bundle, widget_bundle
-from mistudio.views.training import curves_for, decimate, metric_value, training_curves, training_figure
+from mistudio.views.training import (curves_for, decimate, metric_value, set_points, training_curves,
+                                     training_figure)
 from mistudio.widgets.polling import keep_running
 
 _SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "aux_loss", "dead_fraction", "dense_fraction", "lr",
                   "tokens_per_s")
+_SUMMARY_FIRST = ("explained_variance", "l0", "dead_fraction", "dense_fraction", "mse", "loss", "tokens_per_s")
 _BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning", "dead": "danger"}
 
 
@@ -187,14 +189,11 @@ class TrainingMonitor:
         self.progress.bar_style = _BAR_STYLES.get(self.state, "info")
         self.progress_text.value = "&nbsp;" + html.escape(self.status_text())
         shown = [(k, self.metrics[k]) for k in _SHOWN_METRICS if k in self.metrics]
-        self.metrics_html.value = "<table>" + "".join(
-            f"<tr><td style='padding-right:1em;text-align:left'>{html.escape(k)}</td>"
-            f"<td style='text-align:left'>{_fmt(v)}</td></tr>" for k, v in shown
-        ) + "</table>"
+        self.metrics_html.value = "<div style='line-height:1.6;font-size:13px'>" + " &middot; ".join(
+            f"<span style='color:#555'>{html.escape(k)}</span> <b>{_fmt(v)}</b>" for k, v in shown) + "</div>"
         with self.figure.batch_update():
             for i, key in enumerate(self.curve_keys):
-                xs, ys = decimate(*self.curves[key], self.max_points)
-                self.figure.data[i].x, self.figure.data[i].y = xs, ys
+                set_points(self.figure.data[i], *decimate(*self.curves[key], self.max_points))
         self.cancel_button.disabled = self.done
 
     def summary_html(self) -> str:
@@ -202,7 +201,10 @@ class TrainingMonitor:
             return f"<b style='color:#b00'>{html.escape(self.state)}</b>: {html.escape(self.error)}"
         if self.final:
             metrics = self.final.get("final_metrics") or self.final
-            parts = [f"{html.escape(k)} = {_fmt(v)}" for k, v in metrics.items() if isinstance(v, (int, float))]
+            first = [k for k in _SUMMARY_FIRST if k in metrics]  # what a researcher looks at first
+            keys = first + [k for k in metrics if k not in first]
+            parts = [f"{html.escape(k)} = {_fmt(metrics[k])}" for k in keys if isinstance(metrics[k], (int, float))
+                     and not isinstance(metrics[k], bool)]
             where = self.final.get("sae_path")
             return "<b>Finished.</b> " + ", ".join(parts[:8]) + (f"<br>SAE: <code>{html.escape(where)}</code>" if where else "")
         return f"<b>{html.escape(self.state)}</b>"
