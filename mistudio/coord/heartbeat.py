@@ -60,8 +60,10 @@ def healthy_workers(client: redis.Redis) -> list[dict]:
     for worker_id in gone:
         if client.exists(keys.worker_heartbeat(worker_id)):
             continue  # it beat again meanwhile (a Redis blip, not a death)
-        if client.zrem(keys.workers_registry(), worker_id):  # one pruner per dead worker cleans up
-            assignments.forget_worker(client, worker_id)
+        # Its assignments go before its registry entry: whoever no longer sees the worker sees
+        # none of its jobs either. Concurrent pruners may both do this; it is idempotent.
+        assignments.forget_worker(client, worker_id)
+        client.zrem(keys.workers_registry(), worker_id)
     return sorted(alive, key=lambda d: d["worker_id"])
 
 
