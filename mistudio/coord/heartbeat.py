@@ -60,8 +60,9 @@ def healthy_workers(client: redis.Redis) -> list[dict]:
     for worker_id in gone:
         if client.exists(keys.worker_heartbeat(worker_id)):
             continue  # it beat again meanwhile (a Redis blip, not a death)
-        # Its assignments go before its registry entry: whoever no longer sees the worker sees
-        # none of its jobs either. Concurrent pruners may both do this; it is idempotent.
+        # Every caller that finds it dead removes its assignments before returning, and only then
+        # its registry entry (idempotent, so concurrent pruners may both): no caller is told a worker
+        # is gone while its jobs still look assigned to it.
         assignments.forget_worker(client, worker_id)
         client.zrem(keys.workers_registry(), worker_id)
     return sorted(alive, key=lambda d: d["worker_id"])
