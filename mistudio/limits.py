@@ -2,7 +2,8 @@
 
     from mistudio import limits
     allowed, remaining, reset_at, retry_after = limits.hit(["api"])      # the seed's 4 values
-    limits.check_submit("train_sae")           # raises RateLimited: what jobs.submit calls
+    decision = limits.check_submit("train_sae")  # raises RateLimited: what jobs.submit calls
+    limits.refund(decision)                    # the request did not happen after all (submit failed)
     with limits.slot("generations"):           # one of CONCURRENCY["generations"] slots
         ...
 
@@ -74,7 +75,8 @@ class Decision:
 
     remaining: requests left in the tightest window after this one; reset_at: epoch seconds
     (Redis clock) at which that window frees a slot; retry_after: seconds to wait (0 if allowed).
-    limit/window/tier: the window that decided (the refusing one, else the tightest)."""
+    limit/window/tier: the window that decided (the refusing one, else the tightest).
+    member/keys: the request's entry and the windows it was counted in (for refund)."""
 
     allowed: bool
     remaining: int
@@ -83,6 +85,8 @@ class Decision:
     limit: int
     window: float
     tier: str
+    member: str = ""
+    keys: tuple[str, ...] = ()
 
     def __iter__(self):
         return iter((self.allowed, self.remaining, self.reset_at, self.retry_after))
@@ -129,11 +133,12 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
     if not windows:
         raise InvalidInput("tiers", "no rate windows given", "name at least one tier")
     client = client or get_client("ratelimit", settings=settings)
-    args: list = [uuid.uuid4().hex]
+    member = uuid.uuid4().hex
+    args: list = [member]
     for w in windows:
         args += [w.limit, w.seconds]
-    out = script(client, "ratelimit_hit")(keys=[keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows],
-                                          args=args)
+    window_keys = tuple(keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows)
+    out = script(client, "ratelimit_hit")(keys=list(window_keys), args=args)
     allowed, now = bool(int(out[0])), float(out[1])
     views = []  # (remaining, frees_at, retry, window)
     for i, w in enumerate(windows):
@@ -146,7 +151,21 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
     else:
         remaining, reset_at, retry, w = max(views, key=lambda v: v[2])
         remaining = 0
-    return Decision(allowed, remaining, reset_at, retry, w.limit, w.seconds, w.tier)
+    return Decision(allowed, remaining, reset_at, retry, w.limit, w.seconds, w.tier,
+                    member if allowed else "", window_keys if allowed else ())
+
+
+def refund(decision: Decision | None, *, client=None, settings: Settings | None = None) -> bool:
+    """Give an admitted request's slot back in every window it was counted in (a submit that
+    then failed, e.g. Redis full, must not use up the hour's training starts). ZREM frees memory,
+    so Redis takes it even at maxmemory. False if there was nothing to give back."""
+    if decision is None or not decision.allowed or not decision.member:
+        return False
+    client = client or get_client("ratelimit", settings=settings)
+    pipe = client.pipeline(transaction=True)
+    for key in decision.keys:
+        pipe.zrem(key, decision.member)
+    return any(pipe.execute())
 
 
 def check_submit(task: str, subject: str = "global", settings: Settings | None = None) -> Decision | None:
