@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import limits as limits_lib
+import redis
 
 from mistudio import limits_config as config
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
 from mistudio.coord.polling import poll_until
@@ -138,7 +139,12 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
     for w in windows:
         args += [w.limit, w.seconds]
     window_keys = tuple(keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows)
-    out = script(client, "ratelimit_hit")(keys=list(window_keys), args=args)
+    try:
+        out = script(client, "ratelimit_hit")(keys=list(window_keys), args=args)
+    except redis.exceptions.ResponseError as exc:
+        if is_out_of_memory(exc):
+            raise RedisFull.measured(client, "the rate limit could not count this request; nothing was queued") from None
+        raise
     allowed, now = bool(int(out[0])), float(out[1])
     views = []  # (remaining, frees_at, retry, window)
     for i, w in enumerate(windows):
@@ -157,15 +163,12 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
 
 def refund(decision: Decision | None, *, client=None, settings: Settings | None = None) -> bool:
     """Give an admitted request's slot back in every window it was counted in (a submit that
-    then failed, e.g. Redis full, must not use up the hour's training starts). ZREM frees memory,
-    so Redis takes it even at maxmemory. False if there was nothing to give back."""
+    then failed, e.g. Redis full, must not use up the hour's training starts). One script of ZREMs,
+    which Redis runs even at maxmemory. False if there was nothing to give back."""
     if decision is None or not decision.allowed or not decision.member:
         return False
     client = client or get_client("ratelimit", settings=settings)
-    pipe = client.pipeline(transaction=True)
-    for key in decision.keys:
-        pipe.zrem(key, decision.member)
-    return any(pipe.execute())
+    return int(script(client, "ratelimit_refund")(keys=list(decision.keys), args=[decision.member])) > 0
 
 
 def check_submit(task: str, subject: str = "global", settings: Settings | None = None) -> Decision | None:
