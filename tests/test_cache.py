@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import wait_for
+from helpers import run_cli, wait_for
 from mistudio import cache, events, jobs
 from mistudio.redis import keys
 
@@ -200,3 +200,15 @@ def test_the_cache_stops_writing_at_its_share_of_maxmemory(redis_db, redis_admin
         jobs.submit("diagnostics.echo", {"after": "fill"})  # the rest of Redis is still free for jobs
     finally:
         admin.config_set("maxmemory", original)
+
+
+def test_the_cli_shows_and_clears_the_cache(redis_db):
+    cache.get_or_compute("dataset", lambda: {"tokens": 1}, dataset_id="cli")
+    cache.get_or_compute("dataset", lambda: {"tokens": 1}, dataset_id="cli")
+    stats = run_cli("cache", "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "dataset" in stats.stdout and "50.0%" in stats.stdout
+    cleared = run_cli("cache", "clear")
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert not redis_db("cache").exists("cache:dataset:cli:stats", "cache:dataset:cli:stats:stale")
+    assert cache.stats("dataset")["hits"] == 0
