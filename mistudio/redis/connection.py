@@ -173,11 +173,6 @@ def admin_client(db: str = "queue", *, decode_responses: bool = True, settings: 
     return _client_of(_pool(resolve_endpoint(settings, admin=True), settings.db(db), decode_responses, settings))
 
 
-def username(settings: Settings | None = None) -> str:
-    """The ACL user miStudio connects as ("default" where none is named)."""
-    return dict(resolve_endpoint(settings).options).get("username") or "default"
-
-
 def connection_pool(db: str = "queue", *, decode_responses: bool = True, settings: Settings | None = None):
     """The shared pool for one named database (Huey's storage takes a pool)."""
     settings = settings or get_settings()
