@@ -27,7 +27,7 @@ def _password(settings, path: Path | None) -> tuple[str, str]:
         return path.read_text().strip(), str(path)
     if settings.redis_password:
         return settings.redis_password, "REDIS_PASSWORD"
-    target = settings.home / "redis" / "external-password"
+    target = settings.redis_dir / "external-password"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
