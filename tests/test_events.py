@@ -398,3 +398,17 @@ def test_the_train_wait_follower_does_not_crash_on_bad_messages(workers, redis_d
     assert outcome["record"]["state"] == "succeeded"
     warned = " ".join(r.getMessage() for r in caplog.records if r.name == "mistudio.events")
     assert all(reason in warned for reason in BAD_MESSAGES)
+
+
+def test_a_corrupt_entry_in_history_is_skipped_by_readers_and_subscribers(face, redis_db):
+    channel = "training:tr_corrupt_history"
+    _progress(channel, range(3))
+    redis_db("pubsub").xadd(keys.event_history(channel), {"m": b"\xff\xfe"}, id="0-4")  # not the publish script's
+    _progress(channel, range(3, 5))
+    assert [e.seq for e in events.history(channel)] == [1, 2, 3, 5, 6]
+    sub = face(channel)
+    assert [sub.get(timeout=5).seq for _ in range(5)] == [1, 2, 3, 5, 6]
+    assert sub.get(timeout=0.3) is None
+    assert sub.skipped == {"not UTF-8": 1} and sub.last == {channel: 6}
+    redis_db("pubsub").set(keys.event_latest(channel), "[]")
+    assert events.latest(channel) is None
