@@ -412,3 +412,18 @@ def test_a_corrupt_entry_in_history_is_skipped_by_readers_and_subscribers(face, 
     assert sub.skipped == {"not UTF-8": 1} and sub.last == {channel: 6}
     redis_db("pubsub").set(keys.event_latest(channel), "[]")
     assert events.latest(channel) is None
+
+
+def test_a_forged_next_seq_does_not_hide_the_real_event_with_that_seq(face, redis_db):
+    """A forged last + 1 is delivered (no round trip on the latency path), but the real event
+    with that seq still arrives: a duplicate seq with another message makes the history re-read."""
+    channel = "training:tr_forged_next"
+    _progress(channel, range(3))
+    sub = face(channel)
+    assert [sub.get(timeout=5).seq for _ in range(3)] == [1, 2, 3]
+    redis_db("pubsub").publish(channel, _forged(4))
+    assert sub.get(timeout=5).data["step"] == -1
+    _progress(channel, range(3, 5))
+    got = [sub.get(timeout=5) for _ in range(2)]
+    assert [(e.seq, e.data["step"]) for e in got] == [(4, 3), (5, 4)]
+    assert sub.get(timeout=1.2) is None
