@@ -427,3 +427,26 @@ def test_a_forged_next_seq_does_not_hide_the_real_event_with_that_seq(face, redi
     got = [sub.get(timeout=5) for _ in range(2)]
     assert [(e.seq, e.data["step"]) for e in got] == [(4, 3), (5, 4)]
     assert sub.get(timeout=1.2) is None
+
+
+def test_without_history_a_subscriber_starts_at_the_channels_end(face, redis_db):
+    channels = ["training:tr_live_a", "training:tr_live_b"]
+    _progress(channels[0], range(3))
+    sub = face(channels, history=False)
+    assert sub.get(timeout=0.5) is None  # the 3 old events are not delivered
+    _progress(channels[1], range(2))
+    _progress(channels[0], range(3, 4))
+    got = [sub.get(timeout=5) for _ in range(3)]
+    assert sorted((e.channel, e.seq) for e in got) == [(channels[0], 4), (channels[1], 1), (channels[1], 2)]
+    assert sub.last == {channels[0]: 4, channels[1]: 2}
+
+
+def test_bad_subscription_arguments_are_refused_naming_the_field():
+    with pytest.raises(InvalidInput, match="channels"):
+        events.Subscription([])
+    with pytest.raises(InvalidInput, match="after_seq"):
+        events.Subscription("training:x", after_seq=-1)
+    with pytest.raises(InvalidInput, match="after_seq.*not subscribed"):
+        events.Subscription("training:x", after_seq={"training:y": 3})
+    with pytest.raises(InvalidInput, match="history"):
+        events.Subscription("training:x", after_seq=5, history=False)
