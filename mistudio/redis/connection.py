@@ -1,8 +1,9 @@
 """Redis clients: one connection pool per database, retries with backoff, clear errors.
 
-`get_client("cache")` is how every part of miStudio talks to Redis. With `REDIS_URL`
-unset it connects to the embedded server that `mistudio up` started, as its app user
-(mistudio.redis.acl; address and generated password read from MISTUDIO_HOME). With
+`get_client("cache")` is how every part of miStudio talks to Redis (a subscriber, which
+handles reconnects itself, takes `dedicated_client` / `dedicated_async_client`). With
+`REDIS_URL` unset it connects to the embedded server that `mistudio up` started, as its app
+user (mistudio.redis.acl; address and generated password read from MISTUDIO_HOME). With
 `REDIS_URL`, as the URL's user (or REDIS_USERNAME), else Redis' default user with the
 password. `admin_client()` (the embedded admin user) is for lifecycle and test fixtures
 only. When Redis cannot be reached the error names the URL and says to run `mistudio up`,
@@ -15,7 +16,7 @@ import threading
 from dataclasses import dataclass
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from mistudio.errors import MistudioError
@@ -138,30 +139,35 @@ _clients: dict[int, Client] = {}
 _pools_lock = threading.Lock()
 
 
+def _connection_kwargs(endpoint: Endpoint, db: int, decode: bool, settings: Settings) -> dict:
+    """Connection options for one database: the same for every client miStudio makes."""
+    options = dict(endpoint.options)
+    connection_class = options.pop("connection_class", None)
+    kwargs = dict(
+        db=db,
+        decode_responses=decode,
+        socket_connect_timeout=settings.connect_timeout,
+        # Long enough for Huey's 1 s blocking pops; short enough to notice a dead server.
+        socket_timeout=30,
+        socket_keepalive=True,
+        health_check_interval=15,
+        # One retry with a short backoff: transient blips are absorbed, an absent
+        # server is reported in about 2 x connect_timeout.
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=1),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        **options,
+    )
+    if connection_class is not None:
+        kwargs["connection_class"] = connection_class
+    return kwargs
+
+
 def _pool(endpoint: Endpoint, db: int, decode: bool, settings: Settings) -> redis.ConnectionPool:
     key = (endpoint.options, db, decode, settings.connect_timeout)
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            options = dict(endpoint.options)
-            connection_class = options.pop("connection_class", None)
-            kwargs = dict(
-                db=db,
-                decode_responses=decode,
-                socket_connect_timeout=settings.connect_timeout,
-                # Long enough for Huey's 1 s blocking pops; short enough to notice a dead server.
-                socket_timeout=30,
-                socket_keepalive=True,
-                health_check_interval=15,
-                # One retry with a short backoff: transient blips are absorbed, an absent
-                # server is reported in about 2 x connect_timeout.
-                retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=1),
-                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-                **options,
-            )
-            if connection_class is not None:
-                kwargs["connection_class"] = connection_class
-            pool = redis.ConnectionPool(**kwargs)
+            pool = redis.ConnectionPool(**_connection_kwargs(endpoint, db, decode, settings))
             pool.mistudio_url = endpoint.url
             _pools[key] = pool
         return pool
@@ -192,6 +198,41 @@ def _client_of(pool: redis.ConnectionPool) -> Client:
         # Clients are thread-safe over their pool and costly to build: one per pool.
         client = _clients[id(pool)] = Client(connection_pool=pool)
     return client
+
+
+def _without_retry(kwargs: dict, retry_class=Retry) -> dict:
+    """For a long-lived reader that reconnects by itself: redis-py's silent retry would
+    reconnect (and resubscribe) behind its back, so it could not tell that it must re-read."""
+    kwargs = dict(kwargs)
+    kwargs.pop("retry_on_error", None)
+    kwargs["retry"] = retry_class(NoBackoff(), retries=0)
+    return kwargs
+
+
+def dedicated_client(db: str = "queue", *, decode_responses: bool = True, settings: Settings | None = None) -> Client:
+    """A client on a pool of its own, without retries, for a subscriber: its connections are
+    closed only by it (not by reset_pools), and every lost connection reaches it as an error."""
+    settings = settings or get_settings()
+    endpoint = resolve_endpoint(settings)
+    pool = redis.ConnectionPool(**_without_retry(_connection_kwargs(endpoint, settings.db(db), decode_responses,
+                                                                    settings)))
+    pool.mistudio_url = endpoint.url
+    return Client(connection_pool=pool)
+
+
+def dedicated_async_client(db: str = "queue", *, decode_responses: bool = True,
+                           settings: Settings | None = None):
+    """The asyncio twin of dedicated_client (same URL, password, database and timeouts).
+    Not pooled across callers: an asyncio connection belongs to the event loop that made it."""
+    import redis.asyncio  # here: workers never need it
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    settings = settings or get_settings()
+    kwargs = _without_retry(_connection_kwargs(resolve_endpoint(settings), settings.db(db), decode_responses, settings),
+                            AsyncRetry)
+    if "connection_class" in kwargs:  # TLS or a unix socket: the asyncio class of the same name
+        kwargs["connection_class"] = getattr(redis.asyncio.connection, kwargs["connection_class"].__name__)
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(**kwargs))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
