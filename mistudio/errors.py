@@ -35,8 +35,8 @@ class TrainingDiverged(InvalidInput):
         super().__init__(
             "lr",
             f"loss became {loss} at step {step} (lr {lr:g}); training stopped there, no checkpoint after it written",
-            f"lower lr (e.g. {min(lr / 10, 4e-4):g}); if it persists, check the model's activations "
-            "for inf/NaN (a float16 model that overflows: load it in float32)",
+            f"lower lr (e.g. {min(lr / 10, 4e-4):g}); if it persists, look at the activations: inf/NaN or "
+            "huge values (keep normalize_activations on; load a float16 model in float32)",
         )
         self.step = step
 
