@@ -18,8 +18,8 @@ def _fraction(progress: dict) -> float | None:
     if progress.get("total_steps") and phase in (None, "training"):
         return float(progress.get("step") or 0) / float(progress["total_steps"])
     for done, total in _PAIRS:
-        if isinstance(progress.get(total), (int, float)) and progress[total] > 0:
-            return float(progress.get(done) or 0) / float(progress[total])
+        if done in progress and isinstance(progress.get(total), (int, float)) and progress[total] > 0:
+            return float(progress[done] or 0) / float(progress[total])
     if isinstance(progress.get("fraction"), (int, float)):
         return float(progress["fraction"])
     return None
@@ -46,7 +46,7 @@ def _number(value) -> str:
         return clean(value, 60)
     if isinstance(value, int):
         return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    return f"{value:.4g}"
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
 
 
 def _pairs(data: dict, limit: int | None = None) -> str:
