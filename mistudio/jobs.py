@@ -12,7 +12,6 @@ lost: it is in Redis (AOF on) until a worker acknowledges it.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -29,13 +28,14 @@ from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
 from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
+from mistudio.validation import check_params, preview
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "id\n" is not an id
 
 
 class JobNotFound(MistudioError, KeyError):
     def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id!r} (job records are kept until 24 h after the job ends)")
+        super().__init__(f"no job {preview(job_id)} (job records are kept until 24 h after the job ends)")
 
     def __str__(self):  # KeyError would quote the message
         return self.args[0]
@@ -132,14 +132,6 @@ class Job:
         return self
 
 
-def _check_json(params: dict) -> None:
-    try:
-        json.dumps(params, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput("params", f"must be JSON (numbers, strings, lists, dicts): {exc}",
-                           "pass plain values; convert paths with str() and arrays with .tolist()") from None
-
-
 def submit(
     task: str,
     params: dict | None = None,
@@ -154,21 +146,17 @@ def submit(
     settings = settings or get_settings()
     spec = get_task(task)
     where = route(task, queue, priority)
-    params = dict(params or {})
-    if not isinstance(params, dict):
-        raise InvalidInput("params", "must be a dict", "pass keyword parameters as a dict")
-    if spec.validate is not None:
-        params = spec.validate(params)
-    _check_json(params)
+    params = check_params(spec, params)  # the worker checks the message it claims again (queue/apps.run_job)
     if time_limit is None:
         time_limit = settings.task_time_limit
-    if not isinstance(time_limit, (int, float)) or not math.isfinite(time_limit) or time_limit <= 0:
-        raise InvalidInput("time_limit", f"must be a positive number of seconds, got {time_limit!r}", "e.g. 3600")
+    if (not isinstance(time_limit, (int, float)) or isinstance(time_limit, bool) or not math.isfinite(time_limit)
+            or time_limit <= 0):
+        raise InvalidInput("time_limit", f"must be a positive number of seconds, got {preview(time_limit)}", "e.g. 3600")
     results = get_client("results", settings=settings)
     if job_id is None:
         job_id = f"{spec.id_prefix}_{uuid.uuid4().hex[:12]}"
-    elif not _JOB_ID.match(job_id):
-        raise InvalidInput("job_id", f"{job_id!r} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
+    elif not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidInput("job_id", f"{preview(job_id)} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
     elif records.get(results, job_id) is not None:
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 

@@ -19,6 +19,7 @@ from mistudio.queue.storage import LeaseStorage
 from mistudio.queue.tasks import TaskSpec, all_tasks
 from mistudio.redis.connection import connection_pool
 from mistudio.settings import Settings, get_settings
+from mistudio.validation import check_params
 
 logger = logging.getLogger("mistudio.queue")
 
@@ -30,6 +31,7 @@ def run_job(spec: TaskSpec, job_id: str, params: dict):
     """The body of every Huey task: run the task function and record how it ended."""
     ctx = context.current()
     try:
+        params = check_params(spec, params)  # a message is input: checked again, as at submit; bad ones fail here
         result = spec.fn(ctx, **params)
     except Exception as exc:
         reason = ctx.stop_reason

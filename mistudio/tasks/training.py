@@ -15,6 +15,10 @@ from mistudio.tasks.reporting import Reporter
 
 
 def validate_train_sae(params: dict) -> dict:
+    """The full TrainingConfig as JSON (defaults resolved). Runs at submit and again in the worker:
+    the config's own JSON validates to itself. Whether the worker's device has CUDA for
+    device='cuda' is known only there (several devices share one Redis): the job then fails at
+    once, naming the device."""
     from mistudio.training import prepare_config
 
     params = dict(params)
