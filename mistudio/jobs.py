@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import uuid
 
@@ -22,13 +21,13 @@ from mistudio import limits
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.queue import records
 from mistudio.queue.apps import huey_app, make_task
+from mistudio.queue.ids import check_job_id
 from mistudio.queue.routes import route
 from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
 from mistudio.redis.connection import get_client
 from mistudio.settings import Settings, get_settings
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class JobNotFound(MistudioError, KeyError):
@@ -105,13 +104,16 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel: a queued job never runs; a running one is stopped. False if it had already ended."""
-        record = self.record()
-        if record["state"] == "queued" and records.finish(
-            self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
-        ):
-            return True
-        if self.record()["state"] == "running":
-            return records.request_cancel(self._results, self.id)
+        for _ in range(10):  # each try acts on the state it read; a job moving meanwhile is tried again
+            state = self.record()["state"]
+            if state in records.TERMINAL:
+                return False
+            if state == "queued" and records.finish(
+                self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
+            ):
+                return True
+            if state == "running" and records.request_cancel(self._results, self.id):
+                return True
         return False
 
     def retry(self) -> "Job":
@@ -165,9 +167,7 @@ def submit(
     results = get_client("results", settings=settings)
     if job_id is None:
         job_id = f"{spec.id_prefix}_{uuid.uuid4().hex[:12]}"
-    elif not _JOB_ID.match(job_id):
-        raise InvalidInput("job_id", f"{job_id!r} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
-    elif records.get(results, job_id) is not None:
+    elif records.get(results, check_job_id(job_id)) is not None:
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 
     # Rate limits (API tier + the task's tier): raises limits.RateLimited, and nothing is queued.
