@@ -17,6 +17,8 @@ import math
 import time
 import uuid
 
+import redis
+
 from mistudio import limits
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.queue import records
@@ -25,7 +27,7 @@ from mistudio.queue.ids import check_job_id
 from mistudio.queue.routes import route
 from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
 
 
@@ -171,15 +173,34 @@ def submit(
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 
     # Rate limits (API tier + the task's tier): raises limits.RateLimited, and nothing is queued.
-    limits.check_submit(task, settings=settings)
-    records.create(results, job_id, task, where.queue, where.priority, params, float(time_limit))
+    decision = limits.check_submit(task, settings=settings)
     try:
+        _record_and_enqueue(results, job_id, task, where, params, float(time_limit), settings)
+    except Exception as exc:
+        try:  # not queued: the request gives its rate-limit slot back
+            limits.refund(decision, settings=settings)
+        except redis.exceptions.RedisError:
+            pass  # Redis is gone: the slot lapses with its window
+        if is_out_of_memory(exc):
+            raise RedisFull.measured(results, f"job {job_id} ({task}) was not queued") from None
+        raise
+    return Job(job_id, settings)
+
+
+def _record_and_enqueue(results, job_id: str, task: str, where, params: dict, time_limit: float,
+                        settings: Settings) -> None:
+    """The job record, then its queue message; at maxmemory (noeviction) neither is left behind."""
+    try:
+        records.create(results, job_id, task, where.queue, where.priority, params, time_limit)
         app = huey_app(where.queue, settings)
         app.enqueue(make_task(app, task, job_id, params, where.priority))
     except Exception as exc:
-        records.finish(results, job_id, "failed", error=f"could not be queued: {exc}")
+        if is_out_of_memory(exc):  # DEL and ZREM free memory: Redis takes them when full
+            results.delete(keys.job(job_id))
+            results.zrem(keys.jobs_index(), job_id)
+        elif records.get(results, job_id) is not None:
+            records.finish(results, job_id, "failed", error=f"could not be queued: {exc}")
         raise
-    return Job(job_id, settings)
 
 
 def get_job(job_id: str, settings: Settings | None = None) -> Job:

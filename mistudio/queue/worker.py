@@ -220,7 +220,7 @@ class Execution:
         if self.finished:
             return
         rt, ctx = self.rt, self.ctx
-        self.guard.assign()  # the first visit records the assignment (kept off the start path)
+        self.guard.assign()  # records the assignment's new status, if any (kept off the start path)
         lease_len = rt.storage.lease_seconds
         if now >= self.next_renew:
             retry = False
