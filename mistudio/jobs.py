@@ -13,7 +13,6 @@ lost: it is in Redis (AOF on) until a worker acknowledges it.
 from __future__ import annotations
 
 import math
-import re
 import time
 import uuid
 
@@ -23,6 +22,7 @@ from mistudio import limits
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.queue import records
 from mistudio.queue.apps import huey_app, make_task
+from mistudio.queue.ids import check_job_id
 from mistudio.queue.routes import route
 from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
@@ -30,7 +30,6 @@ from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
 from mistudio.validation import check_params, preview
 
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "id\n" is not an id
 
 
 class JobNotFound(MistudioError, KeyError):
@@ -107,13 +106,16 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel: a queued job never runs; a running one is stopped. False if it had already ended."""
-        record = self.record()
-        if record["state"] == "queued" and records.finish(
-            self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
-        ):
-            return True
-        if self.record()["state"] == "running":
-            return records.request_cancel(self._results, self.id)
+        for _ in range(10):  # each try acts on the state it read; a job moving meanwhile is tried again
+            state = self.record()["state"]
+            if state in records.TERMINAL:
+                return False
+            if state == "queued" and records.finish(
+                self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
+            ):
+                return True
+            if state == "running" and records.request_cancel(self._results, self.id):
+                return True
         return False
 
     def retry(self) -> "Job":
@@ -155,9 +157,7 @@ def submit(
     results = get_client("results", settings=settings)
     if job_id is None:
         job_id = f"{spec.id_prefix}_{uuid.uuid4().hex[:12]}"
-    elif not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-        raise InvalidInput("job_id", f"{preview(job_id)} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
-    elif records.get(results, job_id) is not None:
+    elif records.get(results, check_job_id(job_id)) is not None:
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 
     # Rate limits (API tier + the task's tier): raises limits.RateLimited, and nothing is queued.

@@ -32,17 +32,23 @@ def queue_leases(queue: str) -> str:
 
 
 def queue_lease_info(queue: str) -> str:
-    """Hash lease_id -> JSON {job_id, worker, attempt, priority, enqueued} for in-flight messages."""
+    """Hash lease_id -> JSON {job_id, counter, worker, score, claimed} for in-flight messages."""
     return f"mistudio.leaseinfo.{queue}"
 
 
 def queue_dead(queue: str) -> str:
-    """Hash job_id -> message that exhausted its attempts (dead letters)."""
+    """Hash key -> message that exhausted its attempts or cannot run (dead letters); the key is
+    the job id, or for a message without a valid id one unique to that message."""
     return f"mistudio.dead.{queue}"
 
 
+def queue_dead_info(queue: str) -> str:
+    """Hash key (as in queue_dead) -> JSON {reason, job_id, at}: why the message is dead."""
+    return f"mistudio.deadinfo.{queue}"
+
+
 def queue_attempts(queue: str) -> str:
-    """Hash job_id -> number of deliveries so far."""
+    """Hash job_id (or '#' + sha1 of a message without an id) -> number of deliveries so far."""
     return f"mistudio.attempts.{queue}"
 
 

@@ -70,7 +70,7 @@ def extract_features(job, training_id: str, **options) -> dict:
     from mistudio.features import extract_features as extract
     from mistudio.settings import get_settings
 
-    folder = get_settings().runs_dir / training_id
+    folder = get_settings().training_run_dir(training_id)
     started = time.time()
     with Reporter(job, keys.features_channel(training_id), "features.progress") as report:
         try:

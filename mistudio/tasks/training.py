@@ -44,7 +44,14 @@ def _progress_event(metrics: dict, started: float) -> dict:
     }
 
 
-@task("train_sae", validate=validate_train_sae, id_prefix="tr")
+def publish_failure(training_id: str, params: dict, error: str) -> None:
+    """The job ended failed or dead (see queue.tasks): end the channel with training.error."""
+    from mistudio import events
+
+    events.publish(keys.training_channel(training_id), "training.error", {"error": error})
+
+
+@task("train_sae", validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure)
 def train_sae(job, **config) -> dict:
     from mistudio import cache
     from mistudio.sae.config import TrainingConfig
@@ -55,7 +62,7 @@ def train_sae(job, **config) -> dict:
 
     reuse_freed_memory()  # this process is the job's own child: keep freed blocks for the next step (sae/memory.py)
     training_id = job.job_id
-    run_dir = get_settings().runs_dir / training_id
+    run_dir = get_settings().training_run_dir(training_id)
     cfg = TrainingConfig.model_validate(config)
     started = time.time()
     with Reporter(job, keys.training_channel(training_id), "training.progress") as report:
@@ -66,13 +73,9 @@ def train_sae(job, **config) -> dict:
             except Exception:
                 pass
 
-        try:
-            metrics = train(cfg, run_dir, progress=lambda m: report(_progress_event(m, started)),
-                            on_checkpoint=on_checkpoint, should_stop=job.should_stop,
-                            before_commit=job.before_commit)
-        except Exception as exc:
-            report.event("training.error", {"error": f"{type(exc).__name__}: {exc}"})
-            raise
+        # A failure raises on: its training.error comes from publish_failure once the job is recorded failed.
+        metrics = train(cfg, run_dir, progress=lambda m: report(_progress_event(m, started)),
+                        on_checkpoint=on_checkpoint, should_stop=job.should_stop, before_commit=job.before_commit)
         if metrics.get("stopped"):
             return {"training_id": training_id, "run_dir": str(run_dir), "stopped": True, "final_metrics": metrics}
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
