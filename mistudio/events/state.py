@@ -223,13 +223,13 @@ class SubscriptionState:
             return
         if kind != "message":
             return
-        channel.heard_at = now
         raw = message.get("data")
         try:
             event = parse(channel.name, raw)
         except Malformed as exc:
-            self._skip(exc)
+            self._skip(exc)  # and not "heard": a stream of garbage must not put off the quiet-channel read
             return
+        channel.heard_at = now
         if event.seq == 0:  # ephemeral: published while Redis was full, not numbered
             self._ready.append(event)
             return
