@@ -307,7 +307,8 @@ def test_a_subscriber_survives_redis_being_killed(face, private_redis):
 
 
 @pytest.mark.parametrize("new_events_before_reconnect", [True, False], ids=["events-waiting", "quiet"])
-def test_a_restart_that_lost_writes_does_not_blank_the_channel(face, private_redis, new_events_before_reconnect):
+def test_a_restart_that_lost_writes_does_not_blank_the_channel(face, private_redis, redis_admin,
+                                                              new_events_before_reconnect):
     """Redis comes back without its last writes: its counter went back from 15 to 10, so new
     events reuse seqs 11..15. They are new events: all delivered, and nothing twice."""
     from mistudio.redis.connection import get_client
@@ -316,7 +317,7 @@ def test_a_restart_that_lost_writes_does_not_blank_the_channel(face, private_red
     _progress(channel, range(10))
     sub = face(channel)
     assert [sub.get(timeout=5).data["step"] for _ in range(10)] == list(range(10))
-    get_client("pubsub").config_set("appendonly", "no")  # from here on in memory only: the kill loses it
+    redis_admin("pubsub").config_set("appendonly", "no")  # from here on in memory only: the kill loses it
     _progress(channel, range(10, 15))
     assert [sub.get(timeout=5).data["step"] for _ in range(5)] == list(range(10, 15))
     _kill_and_start(private_redis, outage=0.2)
