@@ -38,6 +38,20 @@ def _running(job) -> bool:
     return job.record()["state"] == "running"
 
 
+@pytest.fixture
+def private_redis(tmp_path, monkeypatch):
+    """A Redis of this test's own, in a home of its own (workers started after it use it too):
+    the tests that kill Redis leave the session's server alone."""
+    from mistudio.redis import server
+    from mistudio.redis.connection import reset_pools
+
+    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home"))
+    reset_pools()
+    yield server.start()
+    server.stop()
+    reset_pools()
+
+
 def _kill_redis() -> None:
     from mistudio.redis import server
 
@@ -47,10 +61,8 @@ def _kill_redis() -> None:
 
 def _start_redis() -> None:
     from mistudio.redis import server
-    from mistudio.redis.connection import reset_pools
 
-    server.start()  # the same port and password: clients reconnect by themselves
-    reset_pools()
+    server.start()  # the same port and passwords: clients reconnect by themselves
 
 
 def _gone(process: psutil.Process) -> bool:
@@ -81,7 +93,8 @@ def _error_events(job) -> list:
 
 
 @pytest.mark.parametrize("outage", [3.0, 8.0])
-def test_a_redis_restart_during_a_checkpoint_commit_costs_the_training_nothing(workers, tmp_path, outage):
+def test_a_redis_restart_during_a_checkpoint_commit_costs_the_training_nothing(private_redis, workers, tmp_path,
+                                                                                outage):
     pause = tmp_path / "pause"
     pause.mkdir()
     worker = workers.start("gpu", lease=60, MISTUDIO_TEST_PAUSE_COMMIT=pause,  # the default lease
@@ -108,7 +121,7 @@ def test_a_redis_restart_during_a_checkpoint_commit_costs_the_training_nothing(w
     assert "refusing to commit" not in log
 
 
-def test_a_commit_waits_through_a_redis_restart_and_refuses_a_lost_lease(redis_db, monkeypatch):
+def test_a_commit_waits_through_a_redis_restart_and_refuses_a_lost_lease(private_redis, monkeypatch):
     """The fence itself: unreachable Redis means "ask again", a reaped lease means "lost"."""
     import threading
 
@@ -119,7 +132,7 @@ def test_a_commit_waits_through_a_redis_restart_and_refuses_a_lost_lease(redis_d
     storage = huey_app("cpu").storage
     job = jobs.submit("diagnostics.echo")
     lease = storage.claim("a-worker", block=False)
-    ctx = JobContext(job.id, "diagnostics.echo", "cpu", lease.attempt, lease.id, "a-worker", storage, redis_db("results"))
+    ctx = JobContext(job.id, "diagnostics.echo", "cpu", lease.attempt, lease.id, "a-worker", storage, get_client("results"))
     _kill_redis()
     restart = threading.Timer(3.0, _start_redis)
     restart.start()
@@ -134,7 +147,7 @@ def test_a_commit_waits_through_a_redis_restart_and_refuses_a_lost_lease(redis_d
     short = huey_app("cpu").storage
     other = jobs.submit("diagnostics.echo")
     lease = wait_for(lambda: short.claim("a-worker", block=False), message="claim")
-    ctx = JobContext(other.id, "diagnostics.echo", "cpu", lease.attempt, lease.id, "a-worker", short, redis_db("results"))
+    ctx = JobContext(other.id, "diagnostics.echo", "cpu", lease.attempt, lease.id, "a-worker", short, get_client("results"))
     wait_for(lambda: any(r.lease_id == lease.id for r in reap_once()), timeout=10, message="lease reaped")
     assert not ctx.before_commit() and ctx.stop_reason == "lease_lost"  # comes back, does not fail
     assert other.status() == "queued"

@@ -174,10 +174,6 @@ def request_cancel(client: redis.Redis, job_id: str) -> bool:
                                                       args=[RESULT_TTL]))
 
 
-def cancel_requested(client: redis.Redis, job_id: str) -> bool:
-    return bool(client.exists(keys.job_cancel(job_id)))
-
-
 def stop_reason(client: redis.Redis, job_id: str, lease: str) -> str | None:
     """What a delivery running under lease must do, from its record in one read: "cancelled"
     (asked, or the record was cancelled), "lease_lost" (the record moved on: requeued,
