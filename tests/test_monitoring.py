@@ -39,7 +39,13 @@ def _memory_at(client, fraction: float) -> int:
     """A maxmemory at which what Redis uses now is `fraction` of it. 8 MB of ballast first (written
     by the admin user: outside miStudio's keys), so that the ~0.1 MB that client buffers come and
     go by moves the fraction by about 1 %."""
-    client.set("test:ballast", "x" * 8 * 2**20)
+    # Appended in 64 KB pieces: one 8 MB SET leaves an 8 MB query buffer that Redis frees only
+    # later, so used_memory would count the ballast twice for a while.
+    client.delete("test:ballast")
+    pipe = client.pipeline(transaction=False)
+    for _ in range(128):
+        pipe.append("test:ballast", "x" * 64 * 2**10)
+    pipe.execute()
     return int(client.info("memory")["used_memory"] / fraction)
 
 
