@@ -67,6 +67,12 @@ class Job:
 
         TrainingMonitor(self)._ipython_display_()
 
+    def then(self, fn):
+        """In a notebook: fn(job) runs when the job ends, its output shown in this cell; returns at once."""
+        from mistudio.widgets.when_done import when_done
+
+        return when_done(self, fn)
+
     def record(self) -> dict:
         record = records.get(self._results, self.id)
         if record is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 from mistudio.redis import server
@@ -88,3 +90,43 @@ def status(settings: Settings | None = None) -> dict:
     result["metrics"], result["alerts"] = monitoring.snapshot(settings, info=info, workers=result["workers"])
     result["leader"] = leader.current(get_client("locks", settings=settings))
     return result
+
+
+@contextlib.contextmanager
+def workers_with(settings: Settings | None = None, **env):
+    """Run this machine's workers with extra environment for a block (a notebook demo with
+    MISTUDIO_LEASE_SECONDS=4), then put back exactly the workers that ran before: same command
+    line, same environment (read from the running processes), none if none ran. The caller's
+    environment is restored too. A job running when the workers restart is handed back to its
+    queue (SIGTERM) and runs again (a training resumes from its checkpoint)."""
+    import psutil
+
+    from mistudio import services
+    from mistudio.queue import supervisor
+    from mistudio.queue.routes import QUEUES
+
+    settings = settings or get_settings()
+    before = []
+    for queue in QUEUES:
+        record = services.read_record(settings, supervisor.service_name(queue))
+        if services.is_running(record):
+            try:
+                environ = psutil.Process(record.pid).environ()
+            except psutil.Error:
+                environ = None  # unreadable: it gets the caller's (restored) environment
+            before.append((record, environ))
+    saved = {name: os.environ.get(name) for name in env}
+    supervisor.stop_workers(settings)
+    os.environ.update({name: str(value) for name, value in env.items()})
+    try:
+        supervisor.ensure_workers(settings)
+        yield
+    finally:
+        supervisor.stop_workers(settings)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for record, environ in before:
+            services.start_detached(record.name, record.argv, settings, env=environ, extra=record.extra)

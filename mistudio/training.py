@@ -122,6 +122,7 @@ def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_c
     def phase(name: str):
         return lambda data: report({"phase": name, "step": 0, "total_steps": config.steps, **data})
 
+    phase("loading model")({})  # so a viewer sees what the first seconds are spent on
     loaded = load_model(config.model, device=None if config.device == "auto" else config.device)
     dataset = process_dataset(config.dataset, loaded, None, None, phase("tokenizing"))
     tokens = dataset.tokens

@@ -113,6 +113,20 @@ def _window(brute, ctx, pos, feature):
     return positions, [int(brute["ids"][ctx, p]) for p in positions], [float(brute["z"][ctx, p, feature]) for p in positions]
 
 
+def test_a_repeated_window_is_kept_once_the_best_of_it_first():
+    from mistudio.features.examples import distinct_examples
+
+    a, b, c = [5, 6, 7], [5, 6, 8], [9, 9, 9]
+    rows = {"feature": np.array([0, 0, 0, 0, 1, 1]), "rank": np.arange(6), "value": np.array([4.34, 4.32, 4.0, 3.0, 2.0, 1.0]),
+            "token_ids": np.array([a, a, b, c, a, a]), "keep": np.ones((6, 3), dtype=bool)}
+    rows["keep"][3, 0] = False  # c without its first token: still its own text
+    out = distinct_examples(rows, limit=2)
+    assert out["value"].tolist() == [4.34, 4.0, 2.0]  # feature 0: a (best copy), b; then the limit
+    assert out["feature"].tolist() == [0, 0, 1] and out["rank"].tolist() == [0, 1, 0]
+    masked = dict(rows, keep=np.array([[False, True, True]] * 2 + [[True] * 3] * 4))
+    assert distinct_examples(masked, limit=5)["value"].tolist() == [4.34, 4.0, 3.0, 2.0]  # same shown text
+
+
 def test_top_contexts_are_the_k_best_contexts_with_their_windows(run, brute):
     run_dir, _, _ = run
     tokenizer = brute["model"].tokenizer
@@ -120,7 +134,12 @@ def test_top_contexts_are_the_k_best_contexts_with_their_windows(run, brute):
     checked = 0
     for feature in range(256):
         order = torch.argsort(peak[:, feature], descending=True)
-        expected = [(int(c), float(peak[c, feature])) for c in order[:TOP_K] if peak[c, feature] > 0]
+        expected, windows = [], set()
+        for c in order:  # the best contexts, a window's text once (a repeated sentence is one example)
+            shown = tuple(_window(brute, int(c), int(peak_pos[c, feature]), feature)[1])
+            if peak[c, feature] > 0 and shown not in windows and len(expected) < TOP_K:
+                expected.append((int(c), float(peak[c, feature])))
+                windows.add(shown)
         card = load_feature(run_dir, feature)
         got = card["top_contexts"]
         assert [v for _, v in expected] == pytest.approx([g["value"] for g in got], rel=1e-5)
@@ -376,7 +395,33 @@ def test_a_feature_card_shades_tokens_and_lists_logits_and_correlates(run):
     for item in data["logits"]["positive"][:3]:
         assert html_escape(item["token"]) in card.body_html
     for other in data["correlated"][:3]:
-        assert f"#{other['feature']} <small>phi {other['phi']:.2f}</small>" in card.body_html
+        assert f"#{other['feature']} <small>phi {other['phi']:.2f}</small>" in card.correlated_html
+    assert "<a " not in card.correlated_html and card.correlated_html in page
+    target = data["correlated"][0]["feature"]
+    linked = feature_card(data, feature_href=lambda f: f"#feature-{f}" if f == target else None)
+    assert linked.correlated_html.count("<a href=") == 1 and f"href='#feature-{target}'" in linked.correlated_html
+    assert f"id='feature-{data['feature']}'" in linked.to_html(anchor=True)
+
+
+def test_contexts_are_left_aligned_rows_that_notebook_table_css_cannot_reflow(run):
+    from mistudio.views import feature_card
+
+    run_dir, _, _ = run
+    card = feature_card(load_feature(run_dir, int(load_feature_table(run_dir)["count"].idxmax())))
+    assert "<td" not in card.body_html and "<table" not in card.body_html  # Lab right-aligns and fixes table cells
+    assert card.body_html.count("text-align:left") >= 2 * len(card.card["top_contexts"][:10])
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (-0.35, 0.5, [0.5, 1, 2]),       # under one decade: 1-2-5 steps (it showed just "1")
+    (0.30, 0.62, [2, 3, 4]),         # narrower: every digit
+    (0.1, 0.45, [1.5, 2, 2.5]),      # narrower than a digit step: round values
+    (-3.2, 1.1, [0.001, 0.01, 0.1, 1, 10]),  # several decades: the decades
+])
+def test_histogram_ticks_are_several_for_any_range(lo, hi, expected):
+    from mistudio.views.features import log_ticks
+
+    assert log_ticks(lo, hi) == pytest.approx(expected)
 
 
 def html_escape(text: str) -> str:

@@ -163,3 +163,74 @@ def test_the_report_is_one_offline_html_file_with_the_plots(extracted, trained, 
     assert '"y":' + json.dumps(counts[nonzero[0]:nonzero[-1] + 1]).replace(" ", "") in page  # the density bars
     assert page.count("Plotly.newPlot") >= 3 + 1  # curves, density, heatmap, and the cards' histograms
     assert len(re.findall(r">Feature \d+</div>", page)) == 8
+
+
+def test_the_browser_opens_at_rank_0_of_its_order_and_co_active_features_open_on_click(extracted, trained):
+    from plotly.callbacks import InputDeviceState, Points
+
+    from mistudio.widgets import FeatureBrowser
+
+    by_max = feature_queries.ranking(TRAINING_ID, "max")
+    browser = FeatureBrowser(TRAINING_ID, order="max")
+    assert browser.rank.value == 0 and browser.feature == by_max[0]
+    assert FeatureBrowser(TRAINING_ID, order="max", feature=by_max[5]).rank.value == 5
+
+    with_partners = next(f for f in by_max if feature_queries.feature_card(TRAINING_ID, f)["correlated"])
+    browser.show(with_partners)
+    partner = browser.card.correlated[0]["feature"]
+    button = browser.correlated.children[1]  # after the section's title
+    assert button.description.startswith(f"#{partner} ")
+    button.click()
+    assert browser.feature == partner and browser.rank.value == by_max.index(partner)
+    assert browser.index.value == partner and f"Feature {partner}" in browser.header.value
+
+    assert browser.heatmap is None  # drawn when its accordion opens
+    browser.heatmap_box.selected_index = 0
+    heat = browser.heatmap.data[0]
+    column = heat.x[3]
+    heat._dispatch_on_click(Points(point_inds=[[1, 3]], xs=[column], ys=[heat.y[1]], trace_name=heat.name,
+                                   trace_index=0), InputDeviceState())  # what a click in the browser sends
+    assert browser.feature == int(column.lstrip("#"))
+
+
+def test_the_report_shows_the_most_frequent_non_dense_features_and_lists_the_dense_ones(extracted, trained):
+    from mistudio.features import load_feature_table, load_summary
+    from mistudio.report import build_report, pick_features
+
+    summary = load_summary(trained)
+    table = load_feature_table(trained)
+    chosen, dense = pick_features(table, 8, summary["dense_threshold"])
+    density = dict(zip(table["feature"], table["density"]))
+    assert len(chosen) == 8 and all(0 < density[f] <= summary["dense_threshold"] for f in chosen)
+    assert [d["feature"] for d in dense] == [int(f) for f in table["feature"][table["density"] > 0.1]
+                                             .sort_values(key=lambda s: -s.map(density), kind="stable")]
+    page = build_report(trained)
+    assert "most frequent features (not dense)" in page
+    assert re.findall(r">Feature (\d+)</div>", page) == [str(f) for f in chosen]
+    if dense:
+        assert f"Dense features ({len(dense)})" in page and all(f"#{d['feature']} <small>" in page for d in dense)
+    else:
+        assert "No feature is dense." in page
+    assert "finished: 20 steps" in page
+    assert ">final<" in page and "did not finish" not in page
+
+
+def test_the_report_of_a_cancelled_run_says_so_and_calls_nothing_final(redis_db, trained):
+    from mistudio.report import build_report, write_report
+    from mistudio.training import prepare_config, train
+
+    config = prepare_config({"steps": 40, "eval_every": 0, "checkpoint_every": 100, "log_every": 5, "device": "cpu"})
+    run_dir = get_settings().runs_dir / "tr_stopped"
+    polls = []
+    train(config, run_dir, evaluate=False, should_stop=lambda: polls.append(1) or len(polls) > 12)
+    assert not (run_dir / "sae").exists()
+
+    page = build_report(run_dir)  # the folder alone: it stopped, and where
+    assert "did not finish: stopped before the end (cancelled or interrupted) at step 10 of 40 (25 %)" in page
+    assert "last logged (step 10)" in page and ">final<" not in page and "10 of 40 steps" in page
+    assert "mistudio retry tr_stopped" in page
+
+    job = jobs.submit("train_sae", {"steps": 40}, job_id="tr_stopped")
+    job.cancel()  # no worker: cancelled while queued, as the record tells the report
+    text = write_report("tr_stopped").read_text()
+    assert "cancelled at step 10 of 40 (25 %): no SAE was exported" in text

@@ -1,18 +1,21 @@
 """Example contexts per feature, kept in bounded running "heaps" merged vectorised per batch.
 
 - `TopContexts`: the k contexts where each feature reaches its highest activation (one entry
-  per context: its peak token), state [k, d_sae].
+  per context: its peak token), state [2k, d_sae]: it keeps k spare entries because corpora
+  repeat sentences, and `distinct_examples` then drops the windows that show the same tokens as
+  a better one, so a card lists k different texts where the data has them.
 - `Reservoir`: a uniform sample of each feature's non-zero activations (the R with the largest
   pseudo-random priority, a hash of (token, feature), so the sample does not depend on how the
   tokens were batched); `quantile_picks` then takes samples at activation quantiles.
 
 Each entry carries its context index, the position of the token, and that feature's activation
 on the +-window tokens around it, captured when the entry enters the heap (the dense batch is gone
-afterwards). Memory: (k + R) * d_sae * (2 * window + 1) floats, independent of the token count.
+afterwards). Memory: (2k + R) * d_sae * (2 * window + 1) floats, independent of the token count.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 DEFAULT_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -67,6 +70,10 @@ def gather_windows(acts: torch.Tensor, ctx: torch.Tensor, pos: torch.Tensor, fea
 
 
 class TopContexts(RunningTop):
+    def __init__(self, size: int, d_sae: int, window: int, device="cpu"):
+        super().__init__(2 * size, d_sae, window, device)  # k spare entries for distinct_examples
+        self.shown = size
+
     @torch.no_grad()
     def add(self, acts: torch.Tensor, ctx_offset: int) -> None:
         """A batch of whole contexts: acts [contexts, T, d_sae], zero on tokens that do not count."""
@@ -75,6 +82,34 @@ class TopContexts(RunningTop):
         values = keys.float()
         keys = keys.float().masked_fill(keys <= 0, -torch.inf)
         self.offer(keys, values, ctx, peak_pos.gather(0, ctx), acts, ctx_offset)
+
+
+def distinct_examples(rows: dict, limit: int) -> dict:
+    """Per feature, the first `limit` rows whose window tokens differ from every row before them.
+
+    rows: arrays of one length, feature-major and best first within a feature (as the heaps
+    give them), with "feature", "token_ids" [n, W] and "keep" [n, W] (which window tokens exist);
+    "rank" is renumbered 0.. among the rows kept."""
+    feature, n = rows["feature"], len(rows["feature"])
+    if n == 0:
+        return rows
+    window_hash = np.zeros(n, dtype=np.uint64)
+    shown = np.where(rows["keep"], rows["token_ids"] + 1, 0).astype(np.uint64)  # +1: token 0 is not "none"
+    with np.errstate(over="ignore"):
+        for column in shown.T:
+            window_hash = window_hash * np.uint64(1_000_003) + column
+    order = np.lexsort((np.arange(n), window_hash, feature))  # equal windows of a feature: best first
+    same = (feature[order][1:] == feature[order][:-1]) & (window_hash[order][1:] == window_hash[order][:-1])
+    repeated = np.zeros(n, dtype=bool)
+    repeated[order[1:][same]] = True
+    kept = np.flatnonzero(~repeated)
+    kept_feature = feature[kept]
+    starts = np.r_[0, np.flatnonzero(kept_feature[1:] != kept_feature[:-1]) + 1]
+    rank = np.arange(kept.size) - np.repeat(starts, np.diff(np.r_[starts, kept.size]))
+    chosen = rank < limit
+    out = {key: value[kept[chosen]] for key, value in rows.items()}
+    out["rank"] = rank[chosen]
+    return out
 
 
 def priorities(rows: torch.Tensor, d_sae: int, seed: int = 0) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram, store
 from mistudio.features.correlations import PairCounter, correlation_matrix, top_correlated
-from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts
+from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts, distinct_examples
 from mistudio.features.logits import top_logits, unembedding
 from mistudio.features.summary import dictionary_summary
 from mistudio.features.tokens import token_texts
@@ -192,7 +192,8 @@ class _Accumulators:
         count = stats.count.cpu().numpy()
         n = stats.n_tokens
         top_slots = torch.arange(self.top.size, device=self.top.values.device)[:, None].expand(-1, self.d_sae)
-        parts = [self._example_rows(self.top, top_slots, self.top.values > 0, "top", tokens, start)]
+        top = self._example_rows(self.top, top_slots, self.top.values > 0, "top", tokens, start)
+        parts = [distinct_examples(top, self.top.shown)]  # a repeated sentence is shown once
         q_slots, q_ok = self.reservoir.quantile_picks(quantiles)
         repeated = torch.zeros_like(q_ok)
         repeated[1:] = q_slots[1:] == q_slots[:-1]  # few samples: several quantiles land on one

@@ -26,22 +26,62 @@ def validate_train_sae(params: dict) -> dict:
     return prepare_config(params, layer=layer).model_dump(mode="json")
 
 
-def _progress_event(metrics: dict, started: float) -> dict:
-    """The trainer's metrics as a training.progress event (the seed's shape)."""
-    step, total = int(metrics.get("step", 0)), int(metrics.get("total_steps") or 0)
-    elapsed = time.time() - started
-    eta = None
-    if "phase" not in metrics and step and total:
-        eta = (total - step) * elapsed / step
-    skip = {"step", "total_steps", "phase"}
-    return {
-        "step": step,
-        "total_steps": total,
-        "progress": 100.0 * step / total if total else 0.0,
-        "phase": metrics.get("phase", "training"),
-        "metrics": {k: v for k, v in metrics.items() if k not in skip and isinstance(v, (int, float))},
-        "estimated_remaining_seconds": eta,
-    }
+_UNITS = (("tokens_done", "tokens_total", "tokens"), ("contexts_done", "contexts_total", "contexts"))
+
+
+class ProgressEvents:
+    """The ML core's progress reports as training.progress events (the seed's shape), each with
+    the ETA of what is running. A preparation phase (loading the model, tokenizing, caching
+    activations) reports its own done/total, rate and remaining time; training's ETA comes from
+    the training steps' rate alone, measured from the first training report of this process, so
+    the minutes spent preparing (or a resume) never inflate it."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.phase: str | None = None
+        self.phase_started = 0.0
+        self.first_training: tuple[int, float] | None = None  # (step, time) of the first training report
+
+    def __call__(self, report: dict) -> dict:
+        now = self.clock()
+        phase = report.get("phase", "training")
+        if phase != self.phase:
+            self.phase, self.phase_started = phase, now
+        step, total = int(report.get("step", 0)), int(report.get("total_steps") or 0)
+        event = {"step": step, "total_steps": total, "progress": 100.0 * step / total if total else 0.0,
+                 "phase": phase, "metrics": {}, "estimated_remaining_seconds": None}
+        if phase == "training":
+            skip = {"step", "total_steps", "phase"}
+            event["metrics"] = {k: v for k, v in report.items() if k not in skip and isinstance(v, (int, float))}
+            event["estimated_remaining_seconds"] = self._training_eta(step, total, report, now)
+        else:
+            event.update(self._phase_fields(report, now))
+        return event
+
+    def _training_eta(self, step: int, total: int, report: dict, now: float) -> float | None:
+        if not total:
+            return None
+        if self.first_training is None:
+            self.first_training = (step, now)
+        first_step, first_time = self.first_training
+        if step > first_step:
+            return (total - step) * (now - first_time) / (step - first_step)
+        rate, seen = report.get("tokens_per_s"), report.get("tokens_seen")
+        if rate and seen and step:  # one report so far: the trainer's own rate over its interval
+            return (total - step) * (seen / step) / rate
+        return None
+
+    def _phase_fields(self, report: dict, now: float) -> dict:
+        for done_key, total_key, unit in _UNITS:
+            if report.get(total_key):
+                done, total = float(report.get(done_key) or 0), float(report[total_key])
+                rate = report.get("tokens_per_s") if unit == "tokens" else None
+                if not rate and done and now > self.phase_started:
+                    rate = done / (now - self.phase_started)
+                remaining = (total - done) / rate if rate else (0.0 if done >= total else None)
+                return {"phase_done": done, "phase_total": total, "phase_unit": unit, "phase_rate": rate,
+                        "phase_remaining_seconds": remaining}
+        return {}
 
 
 def publish_failure(training_id: str, params: dict, error: str) -> None:
@@ -74,7 +114,8 @@ def train_sae(job, **config) -> dict:
                 pass
 
         # A failure raises on: its training.error comes from publish_failure once the job is recorded failed.
-        metrics = train(cfg, run_dir, progress=lambda m: report(_progress_event(m, started)),
+        progress_events = ProgressEvents()
+        metrics = train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
                         on_checkpoint=on_checkpoint, should_stop=job.should_stop, before_commit=job.before_commit)
         if metrics.get("stopped"):
             return {"training_id": training_id, "run_dir": str(run_dir), "stopped": True, "final_metrics": metrics}

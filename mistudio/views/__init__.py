@@ -1,8 +1,8 @@
-"""Static Plotly figures (go.Figure): small when saved in a notebook, no widget state."""
+"""Static Plotly figures (go.Figure) and plain output bundles: small when saved in a notebook, no widget state."""
 
-from mistudio.views.training import TRAINING_METRICS, decimate, training_curves
+from mistudio.views.display import bundle_of, figure_bundle
+from mistudio.views.features import FeatureCard, correlation_heatmap, density_histogram, feature_card
+from mistudio.views.training import curves_for, decimate, training_curves
 
-__all__ = ["TRAINING_METRICS", "decimate", "training_curves"]
-from mistudio.views.features import FeatureCard, correlation_heatmap, density_histogram, feature_card  # noqa: E402
-
-__all__ += ["FeatureCard", "correlation_heatmap", "density_histogram", "feature_card"]
+__all__ = ["FeatureCard", "bundle_of", "correlation_heatmap", "curves_for", "decimate", "density_histogram",
+           "feature_card", "figure_bundle", "training_curves"]

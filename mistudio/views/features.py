@@ -17,12 +17,13 @@ import math
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from mistudio.views.display import FIGURE_CONFIG
+
 # No quotes inside: these go into single-quoted style attributes.
 FONT = "-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
 MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 SHADE = (255, 127, 14)  # token shading (orange), alpha = activation / feature max
 POSITIVE, NEGATIVE = (31, 119, 180), (214, 39, 40)
-_FIG_CONFIG = {"displayModeBar": False, "responsive": True}
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -63,6 +64,17 @@ def density_histogram(summary: dict, title: str | None = None) -> go.Figure:
     return _layout(fig, 320, title or f"Feature density<br><sup>{note}</sup>")
 
 
+def rows_table(rows: list[tuple[str, str]], value_style: str = "") -> str:
+    """A two-column key/value table. Every cell is styled inline: JupyterLab's notebook CSS
+    right-aligns table cells and fixes column widths, which the report and widgets do not."""
+    cell = "text-align:left;vertical-align:top;border:none;background:none"
+    cells = "".join(f"<tr style='background:none'><td style='{cell};padding:2px 16px 2px 0;color:#555;white-space:nowrap'>"
+                    f"{html.escape(k)}</td><td style='{cell};padding:2px 0;{value_style}'>{html.escape(v)}</td></tr>"
+                    for k, v in rows)
+    return (f"<table style='font-family:{FONT};font-size:13px;border-collapse:collapse;table-layout:auto;"
+            f"width:auto;margin:0'>{cells}</table>")
+
+
 def summary_html(summary: dict) -> str:
     """The dictionary summary as a small table."""
     rows = [
@@ -73,9 +85,7 @@ def summary_html(summary: dict) -> str:
         ("average activation frequency", _fmt(summary["avg_activation_frequency"])),
         ("mean L0 (active features per token)", _fmt(summary.get("mean_l0"))),
     ]
-    cells = "".join(f"<tr><td style='padding:2px 16px 2px 0;color:#555'>{html.escape(k)}</td>"
-                    f"<td style='padding:2px 0;font-weight:600'>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table style='font-family:{FONT};font-size:13px;border-collapse:collapse'>{cells}</table>"
+    return rows_table(rows, "font-weight:600")
 
 
 def correlation_heatmap(correlations: dict, title: str | None = None) -> go.Figure:
@@ -93,6 +103,20 @@ def correlation_heatmap(correlations: dict, title: str | None = None) -> go.Figu
 # --- one feature ---------------------------------------------------------------------------
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """At least three tick values for a log axis spanning 10^lo..10^hi: the decades, else 1-2-5 or
+    every digit per decade, else (a range narrower than one digit step) evenly spaced round values."""
+    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** d for d in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas
+                 if lo <= math.log10(m * 10.0 ** d) <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    low, high = 10.0 ** lo, 10.0 ** hi
+    rough = (high - low) / 4
+    step = min((m * 10.0 ** math.floor(math.log10(rough)) for m in (1, 2, 5, 10)), key=lambda v: abs(v - rough))
+    return [round(k * step, 12) for k in range(math.ceil(low / step), math.floor(high / step) + 1)]
+
+
 def activation_histogram(card: dict) -> go.Figure:
     """Histogram of the feature's non-zero activations (log-spaced bins), titled with its density."""
     hist = card["histogram"]
@@ -103,8 +127,9 @@ def activation_histogram(card: dict) -> go.Figure:
                            customdata=[[edges[i], edges[i + 1]] for i in range(len(counts))],
                            hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y}<extra></extra>"))
     if x:
-        ticks = list(range(math.floor(math.log10(edges[0])), math.ceil(math.log10(edges[-1])) + 1))
-        fig.update_xaxes(tickvals=ticks, ticktext=[_fmt(10.0 ** t) for t in ticks], range=[x[0] - widths[0], x[-1] + widths[-1]])
+        lo, hi = x[0] - widths[0], x[-1] + widths[-1]
+        ticks = log_ticks(lo, hi)
+        fig.update_xaxes(tickvals=[math.log10(t) for t in ticks], ticktext=[_fmt(t) for t in ticks], range=[lo, hi])
     fig.update_xaxes(title_text="activation (log scale)")
     fig.update_yaxes(title_text="tokens")
     title = (f"Feature {card['feature']} · density {_fmt(card['density'])} "
@@ -128,11 +153,14 @@ def context_html(example: dict, top: float) -> str:
 
 
 def _examples_table(examples: list[dict], top: float, label) -> str:
-    rows = "".join(
-        f"<tr><td style='padding:3px 10px 3px 0;color:#666;white-space:nowrap;vertical-align:top'>{label(ex)}</td>"
-        f"<td style='padding:3px 0;font-family:{MONO};font-size:12px;white-space:pre-wrap;word-break:break-word'>"
-        f"{context_html(ex, top)}</td></tr>" for ex in examples)
-    return f"<table style='border-collapse:collapse;width:100%'>{rows}</table>"
+    """One row per example: a narrow label, then the shaded tokens, left-aligned and wrapping.
+    Flex rows, not a table: JupyterLab's notebook CSS restyles table cells (right-aligned,
+    fixed equal columns), never plain divs, so this looks the same there and in the report."""
+    return "".join(
+        f"<div style='display:flex;align-items:baseline;gap:10px;padding:3px 0;text-align:left'>"
+        f"<div style='flex:0 0 auto;min-width:3.5em;color:#666;white-space:nowrap;font-size:12px'>{label(ex)}</div>"
+        f"<div style='flex:1 1 auto;min-width:0;font-family:{MONO};font-size:12px;white-space:pre-wrap;"
+        f"word-break:break-word;text-align:left'>{context_html(ex, top)}</div></div>" for ex in examples)
 
 
 def _chips(items: list[dict], colour: tuple[int, int, int]) -> str:
@@ -151,11 +179,29 @@ def _section(title: str, body: str) -> str:
             f"{body}")
 
 
+def correlated_chips(correlated: list[dict], href=None) -> str:
+    """Co-active features as chips; with href(feature) -> URL or None, a chip is a link."""
+    out = []
+    for c in correlated:
+        style = ("display:inline-block;margin:2px;padding:1px 6px;border-radius:3px;background:#e8ecf8;"
+                 "color:#223;font-size:12px;text-decoration:none")
+        label = f"#{c['feature']} <small>phi {c['phi']:.2f}</small>"
+        title = f"co-active on {c['co_count']} tokens"
+        target = href(c["feature"]) if href else None
+        if target:
+            out.append(f"<a href='{html.escape(target, quote=True)}' style='{style}' title='{title}'>{label}</a>")
+        else:
+            out.append(f"<span style='{style}' title='{title}'>{label}</span>")
+    return "".join(out)
+
+
 class FeatureCard:
     """One feature's card: `histogram` (a go.Figure) and HTML parts. In a notebook it displays
-    as HTML + the figure; `to_html()` gives one block for a static page (needs plotly.js once)."""
+    as HTML + the figure; `to_html()` gives one block for a static page (needs plotly.js once).
+    `correlated` is the co-active features shown (FeatureBrowser makes them buttons);
+    `feature_href(feature)` may turn their chips into links (the report links to its own cards)."""
 
-    def __init__(self, card: dict, n_contexts: int = 10, n_correlated: int = 10):
+    def __init__(self, card: dict, n_contexts: int = 10, n_correlated: int = 10, feature_href=None):
         self.card = card
         self.feature = card["feature"]
         self.histogram = activation_histogram(card)
@@ -178,29 +224,32 @@ class FeatureCard:
         if card.get("logits"):
             parts.append(_section("Promoted tokens (W_dec · W_U)", _chips(card["logits"]["positive"], POSITIVE)))
             parts.append(_section("Suppressed tokens", _chips(card["logits"]["negative"], NEGATIVE)))
-        if card.get("correlated"):
-            chips = "".join(
-                f"<span style='display:inline-block;margin:2px;padding:1px 6px;border-radius:3px;"
-                f"background:#e8ecf8;color:#223;font-size:12px' title='co-active on {c['co_count']} tokens'>#{c['feature']} "
-                f"<small>phi {c['phi']:.2f}</small></span>" for c in card["correlated"][:n_correlated])
-            parts.append(_section("Co-active features", chips))
         self.body_html = "".join(parts)
+        self.correlated = list(card.get("correlated") or [])[:n_correlated]
+        self.correlated_html = (_section("Co-active features", correlated_chips(self.correlated, feature_href))
+                                if self.correlated else "")
 
-    def _wrap(self, inner: str) -> str:
-        return (f"<div style='font-family:{FONT};max-width:960px;border:1px solid #ddd;border-radius:6px;"
-                f"padding:10px 14px;margin:10px 0'>{inner}</div>")
+    def _wrap(self, inner: str, anchor: bool = False) -> str:
+        ident = f" id='feature-{self.feature}'" if anchor else ""
+        return (f"<div{ident} style='font-family:{FONT};max-width:960px;border:1px solid #ddd;border-radius:6px;"
+                f"padding:10px 14px;margin:10px 0;text-align:left'>{inner}</div>")
 
-    def to_html(self, include_plotlyjs: bool = False) -> str:
-        figure = pio.to_html(self.histogram, full_html=False, include_plotlyjs=include_plotlyjs, config=_FIG_CONFIG)
-        return self._wrap(self.header_html + figure + f"<div style='font-family:{FONT}'>{self.body_html}</div>")
+    def to_html(self, include_plotlyjs: bool = False, anchor: bool = False) -> str:
+        """The card as one block; anchor=True gives it id='feature-N' for links within a page."""
+        figure = pio.to_html(self.histogram, full_html=False, include_plotlyjs=include_plotlyjs, config=FIGURE_CONFIG)
+        body = self.body_html + self.correlated_html
+        return self._wrap(self.header_html + figure + f"<div style='font-family:{FONT}'>{body}</div>", anchor)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        display(HTML(self._wrap(self.header_html)))
-        display(self.histogram)
-        display(HTML(self._wrap(self.body_html)))
+        from mistudio.views.display import figure_bundle, html_bundle
+
+        display(html_bundle(self._wrap(self.header_html), f"Feature {self.feature}"), raw=True)
+        display(figure_bundle(self.histogram), raw=True)
+        display(html_bundle(self._wrap(self.body_html + self.correlated_html), f"Feature {self.feature}: contexts"),
+                raw=True)
 
 
-def feature_card(card: dict, n_contexts: int = 10) -> FeatureCard:
-    return FeatureCard(card, n_contexts=n_contexts)
+def feature_card(card: dict, n_contexts: int = 10, feature_href=None) -> FeatureCard:
+    return FeatureCard(card, n_contexts=n_contexts, feature_href=feature_href)

@@ -1,4 +1,10 @@
-"""Training curves: loss, L0, dead-feature fraction and explained variance against step."""
+"""Training curves: four panels against step, chosen for the SAE's architecture.
+
+Loss (log scale, with a linear/log switch), then L0 for ReLU and JumpReLU; TopK and BatchTopK
+fix L0 at k, so their second panel is the AuxK loss instead (the dead latents' reconstruction
+term: 0 while no latent is dead, which is when the trainer leaves it out). Then the dead and
+dense fractions of the dictionary, and explained variance.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,38 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# (metric key in progress events, panel title)
-TRAINING_METRICS = (
-    ("loss", "Loss"),
-    ("l0", "L0 (active features per token)"),
-    ("dead_fraction", "Dead-feature fraction"),
-    ("explained_variance", "Explained variance"),
+FIXED_L0 = ("topk", "batchtopk")  # architectures whose L0 is k by construction
+
+# (metric key, trace name, panel 0..3) in trace order
+_L0_CURVES = (
+    ("loss", "loss", 0),
+    ("l0", "L0", 1),
+    ("dead_fraction", "dead", 2),
+    ("dense_fraction", "dense", 2),
+    ("explained_variance", "explained variance", 3),
 )
+_FIXED_L0_CURVES = (
+    ("loss", "loss", 0),
+    ("aux_loss", "AuxK loss", 1),
+    ("dead_fraction", "dead", 2),
+    ("dense_fraction", "dense", 2),
+    ("explained_variance", "explained variance", 3),
+)
+_TITLES = ("Loss", "L0 (active features per token)", "Dead / dense features (fraction)", "Explained variance")
+_FIXED_L0_TITLE = "AuxK loss (dead latents; L0 is k)"
+
+
+def curves_for(architecture: str | None) -> tuple[tuple[str, str, int], ...]:
+    """(metric key, trace name, panel) for each trace of this architecture's figure."""
+    return _FIXED_L0_CURVES if architecture in FIXED_L0 else _L0_CURVES
+
+
+def metric_value(metrics: dict, key: str, architecture: str | None) -> float | None:
+    """The value a curve plots for one progress report (None: no point)."""
+    value = metrics.get(key)
+    if value is None and key == "aux_loss" and architecture in FIXED_L0 and metrics.get("loss") is not None:
+        return 0.0  # nothing was dead in that interval: the trainer adds no AuxK term
+    return None if value is None else float(value)
 
 
 def decimate(xs: list, ys: list, max_points: int) -> tuple[list, list]:
@@ -28,26 +59,45 @@ def decimate(xs: list, ys: list, max_points: int) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def training_figure(widget: bool = False, title: str | None = None):
-    """An empty 2x2 figure with one trace per metric (FigureWidget for live views)."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in TRAINING_METRICS],
-                        horizontal_spacing=0.12, vertical_spacing=0.18)
-    for i, (key, label) in enumerate(TRAINING_METRICS):
-        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=label, showlegend=False),
-                      row=i // 2 + 1, col=i % 2 + 1)
-    fig.update_layout(height=460, margin=dict(l=50, r=20, t=60, b=40), template="plotly_white",
-                      title=title)
+def _scale_switch(loss_scale: str) -> list[dict]:
+    buttons = [dict(label=label, method="relayout", args=[{"yaxis.type": scale}])
+               for label, scale in (("log", "log"), ("linear", "linear"))]
+    return [dict(type="buttons", direction="left", showactive=True, active=0 if loss_scale == "log" else 1,
+                 buttons=buttons, x=0.44, xanchor="right", y=1.0, yanchor="bottom", pad=dict(t=0, b=2, r=0),
+                 font=dict(size=10), bgcolor="#f4f4f4")]
+
+
+def training_figure(widget: bool = False, title: str | None = None, architecture: str | None = None,
+                    loss_scale: str = "log"):
+    """An empty 2x2 figure with one trace per curve (a FigureWidget for live views)."""
+    curves = curves_for(architecture)
+    titles = list(_TITLES)
+    if architecture in FIXED_L0:
+        titles[1] = _FIXED_L0_TITLE
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.18)
+    colours = {"dead": "#d62728", "dense": "#9467bd"}
+    for key, name, panel in curves:
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=name, showlegend=panel == 2,
+                                 line=dict(color=colours.get(name)), legendgroup=name),
+                      row=panel // 2 + 1, col=panel % 2 + 1)
+    fig.update_layout(height=480, margin=dict(l=50, r=20, t=70 if title else 50, b=40), template="plotly_white",
+                      title=title, updatemenus=_scale_switch(loss_scale),
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=0.44, yanchor="bottom",
+                                  font=dict(size=10), bgcolor="rgba(255,255,255,0.6)"))
+    fig.update_yaxes(type=loss_scale, row=1, col=1)
     fig.update_xaxes(title_text="step", row=2)
     if widget:
         return go.FigureWidget(fig)
     return fig
 
 
-def training_curves(history: list[dict], max_points: int = 1000, title: str | None = None) -> go.Figure:
+def training_curves(history: list[dict], max_points: int = 1000, title: str | None = None,
+                    architecture: str | None = None, loss_scale: str = "log") -> go.Figure:
     """Static curves from a run's metric history (dicts with 'step' and metric keys)."""
-    fig = training_figure(title=title)
-    for i, (key, _) in enumerate(TRAINING_METRICS):
-        points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+    fig = training_figure(title=title, architecture=architecture, loss_scale=loss_scale)
+    for i, (key, _, _) in enumerate(curves_for(architecture)):
+        points = [(h["step"], v) for h in history
+                  if (v := metric_value(h, key, architecture)) is not None and "step" in h]
         xs, ys = decimate([p[0] for p in points], [p[1] for p in points], max_points)
         fig.data[i].x, fig.data[i].y = xs, ys
     return fig

@@ -1,40 +1,41 @@
 """FeatureBrowser: pick a feature of a trained SAE and see its card.
 
     FeatureBrowser("tr_abc123")                      # by index
-    FeatureBrowser("tr_abc123", order="density")     # most frequent first
+    FeatureBrowser("tr_abc123", order="density")     # most frequent first, opened at rank 0
 
 Choose the order (feature index, density, max activation), then move through it with the
-slider or the arrows, or type a feature index. Every read goes through the Redis cache
-(mistudio.feature_queries): the dictionary stats and orderings once, each card on first view,
-so going back to a feature is a cache hit. Everything runs in widget callbacks on the kernel's
-thread; nothing is polled. The histogram goes into an Output as a plain Plotly figure (small
-when the notebook is saved), not a FigureWidget.
+slider or the arrows, or type a feature index; it opens at the first feature of the order
+unless given one. A co-active feature's button, or a cell of the co-activation heatmap (an
+accordion under the card, drawn when opened), opens that feature. Every read goes through the
+Redis cache (mistudio.feature_queries): the dictionary stats and orderings once, each card on
+first view, so going back to a feature is a cache hit. Everything runs in widget callbacks on
+the kernel's thread; nothing is polled. The histogram goes into an Output as a plain Plotly
+figure (small when the notebook is saved); only the heatmap is a FigureWidget (for its clicks).
 """
 
 from __future__ import annotations
 
 import html
-import json
 
 import ipywidgets as W
-import plotly.io as pio
+import plotly.graph_objects as go
 from IPython.display import display
 
 from mistudio import feature_queries as queries
-from mistudio.views.features import FeatureCard, _fmt
+from mistudio.views.display import figure_bundle
+from mistudio.views.features import FeatureCard, _fmt, correlation_heatmap
 
 ORDERS = (("feature index", "index"), ("density (highest first)", "density"), ("max activation (highest first)", "max"))
 
 
 def figure_output(fig) -> dict:
     """A display_data output holding a Plotly figure (JupyterLab's Plotly renderer draws it)."""
-    return {"output_type": "display_data", "metadata": {},
-            "data": {"application/vnd.plotly.v1+json": json.loads(pio.to_json(fig)),
-                     "text/plain": f"<Figure: {fig.layout.title.text or ''}>"}}
+    return {"output_type": "display_data", "metadata": {}, "data": figure_bundle(fig)}
 
 
 class FeatureBrowser:
-    def __init__(self, training_id: str, feature: int = 0, order: str = "index", n_contexts: int = 10):
+    def __init__(self, training_id: str, feature: int | None = None, order: str = "index", n_contexts: int = 10,
+                 heatmap: int = 30):
         self.training_id = training_id
         self.n_contexts = n_contexts
         self.stats = queries.dictionary_stats(training_id)
@@ -60,9 +61,17 @@ class FeatureBrowser:
         self.header = W.HTML()
         self.figure = W.Output()
         self.body = W.HTML()
-        self.widget = W.VBox([self.title, W.HBox([self.order, self.index]),
-                              W.HBox([self.prev_button, self.rank, self.next_button]),
-                              self.header, self.figure, self.body])
+        self.correlated = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.heatmap_size = min(heatmap, len(s.get("correlation_features") or []))
+        self.heatmap: go.FigureWidget | None = None
+        self.heatmap_box = W.Accordion(children=[W.VBox()], selected_index=None)
+        self.heatmap_box.set_title(0, f"Co-activation of the {self.heatmap_size} most frequent features "
+                                      "(click a cell to open its feature)")
+        self.heatmap_box.observe(lambda change: self._draw_heatmap() if change["new"] == 0 else None,
+                                 names="selected_index")
+        parts = [self.title, W.HBox([self.order, self.index]), W.HBox([self.prev_button, self.rank, self.next_button]),
+                 self.header, self.figure, self.body, self.correlated]
+        self.widget = W.VBox(parts + ([self.heatmap_box] if self.heatmap_size else []))
 
         self.order.observe(lambda change: self._set_order(change["new"]), names="value")
         self.rank.observe(lambda change: self._at_rank(change["new"]), names="value")
@@ -74,9 +83,12 @@ class FeatureBrowser:
     # --- navigation --------------------------------------------------------------------
 
     def _set_order(self, order: str, feature: int | None = None) -> None:
+        """Rank features by order; show `feature`, or else the first of the order (rank 0)."""
         self.ranking = queries.ranking(self.training_id, order)
         self._rank_of = {f: r for r, f in enumerate(self.ranking)}
-        self.show(self.ranking[0] if feature is None and self.ranking else (feature or 0))
+        if feature is None:
+            feature = self.ranking[0] if self.ranking else 0
+        self.show(feature)
 
     def _at_rank(self, rank: int) -> None:
         if not self._syncing and 0 <= rank < len(self.ranking):
@@ -109,6 +121,33 @@ class FeatureBrowser:
         self.header.value = self.card.header_html
         self.figure.outputs = (figure_output(self.card.histogram),)
         self.body.value = self.card.body_html
+        self.correlated.children = self._correlated_buttons()
+
+    def _correlated_buttons(self) -> list:
+        if not self.card.correlated:
+            return []
+        buttons = [W.HTML("<b style='font-size:13px'>Co-active features</b>&nbsp;",
+                          layout=W.Layout(width="100%"))]
+        for c in self.card.correlated:
+            button = W.Button(description=f"#{c['feature']}  phi {c['phi']:.2f}", tooltip=f"open feature "
+                              f"{c['feature']} (co-active on {c['co_count']} tokens)", layout=W.Layout(width="auto"))
+            button.on_click(lambda _, f=int(c["feature"]): self.show(f))
+            buttons.append(button)
+        return buttons
+
+    # --- the heatmap -------------------------------------------------------------------
+
+    def _draw_heatmap(self) -> None:
+        if self.heatmap is not None:
+            return
+        self.heatmap = go.FigureWidget(correlation_heatmap(queries.correlations(self.training_id, k=self.heatmap_size)))
+        self.heatmap.data[0].on_click(lambda trace, points, state: self.open_cell(points.xs))
+        self.heatmap_box.children = [self.heatmap]
+
+    def open_cell(self, xs) -> None:
+        """A heatmap click: open the feature of the clicked column (labels are '#N')."""
+        if xs:
+            self.show(int(str(xs[0]).lstrip("#")))
 
     def _ipython_display_(self) -> None:
         display(self.widget)

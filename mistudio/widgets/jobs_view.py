@@ -17,6 +17,10 @@ _STATE_COLOURS = {"running": "#1f77b4", "succeeded": "#2ca02c", "failed": "#d627
 def _progress(progress: dict | None) -> str:
     if not progress:
         return "-"
+    phase = progress.get("phase")
+    if phase and phase != "training":  # a preparation phase: its own share done
+        total = progress.get("phase_total")
+        return f"{phase} {100 * (progress.get('phase_done') or 0) / total:.0f}%" if total else phase
     if progress.get("total_steps"):
         return f"{100 * progress.get('step', 0) / progress['total_steps']:.0f}%"
     if "fraction" in progress:

@@ -4,13 +4,19 @@ It listens on the job's channel with an asyncio task on the kernel's event loop 
 thread ever touches a widget), so the kernel stays free and the cancel button works.
 Events are applied to plain Python state as they arrive; the widgets are refreshed at
 most `refresh_hz` times a second with `batch_update`. Opened mid-run it first replays
-the channel's history, so the whole curve is there. When the run ends the live chart
-is replaced by a static go.Figure, which a saved notebook keeps.
+the channel's history, so the whole curve is there.
+
+It shows two outputs, each through a display handle: the panel (progress, metrics, cancel)
+and the chart. When the run ends both are replaced, once, by plain outputs (an HTML summary
+and a static figure), so a saved notebook shows the final curves and summary when reopened,
+with no widget state. Preparation phases (tokenizing, caching activations) show their own
+progress and rate; the ETA during training comes from the training steps' rate alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
 import time
 
@@ -20,10 +26,13 @@ from IPython.display import display
 from mistudio.events import Subscription
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
+from mistudio.views.display import figure_bundle, html_bundle, widget_bundle
+from mistudio.views.training import curves_for, decimate, metric_value, training_curves, training_figure
 from mistudio.widgets.polling import keep_running
-from mistudio.views.training import TRAINING_METRICS, decimate, training_curves, training_figure
 
-_SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "dead_fraction", "dense_fraction", "lr", "tokens_per_s")
+_SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "aux_loss", "dead_fraction", "dense_fraction", "lr",
+                  "tokens_per_s")
+_BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning", "dead": "danger"}
 
 
 def _fmt(value) -> str:
@@ -32,11 +41,17 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
-def _eta(seconds: float | None) -> str:
+def _count(value) -> str:
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else "?"
+
+
+def _duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class TrainingMonitor:
@@ -44,32 +59,36 @@ class TrainingMonitor:
         from mistudio.jobs import Job
 
         self.job = job if isinstance(job, Job) else Job(str(job))
+        self.architecture = (self.job.record().get("params") or {}).get("architecture")
         self.channel = keys.training_channel(self.job.id)
         self.refresh_interval = 1.0 / refresh_hz
         self.max_points = max_points
+        self.curve_keys = [key for key, _, _ in curves_for(self.architecture)]
         # state, updated by apply(); widgets follow in refresh()
-        self.curves: dict[str, tuple[list, list]] = {k: ([], []) for k, _ in TRAINING_METRICS}
+        self.curves: dict[str, tuple[list, list]] = {k: ([], []) for k in self.curve_keys}
         self.step = 0
         self.total_steps = 0
         self.metrics: dict = {}
         self.eta_seconds: float | None = None
+        self.phase_progress: dict | None = None  # a preparation phase's done/total/unit/rate/remaining
         self.state = "queued"
         self.phase = ""
         self.final: dict | None = None
         self.error: str | None = None
         self.events_seen = 0
-        self.done = False
+        self.done = False  # the run has ended (the state says how)
+        self.finished = False  # ... and the final outputs are drawn
         self._task: asyncio.Task | None = None
-        self._handles = None
+        self._outputs: list[tuple] = []  # (context, panel handle, chart handle) per display
         # widgets
         self.title = W.HTML(f"<b>Training {html.escape(self.job.id)}</b>")
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout=W.Layout(width="60%"))
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout=W.Layout(width="50%"))
         self.progress_text = W.HTML("waiting for the first event...")
         self.metrics_html = W.HTML()
         self.cancel_button = W.Button(description="Cancel", button_style="danger", icon="stop")
         self.cancel_button.on_click(lambda _: self.cancel())
         self.summary = W.HTML()
-        self.figure = training_figure(widget=True)
+        self.figure = training_figure(widget=True, architecture=self.architecture)
         self.panel = W.VBox([self.title, W.HBox([self.progress, self.progress_text]), self.metrics_html,
                              self.cancel_button, self.summary])
 
@@ -86,17 +105,13 @@ class TrainingMonitor:
             self.step = int(data.get("step", self.step))
             self.total_steps = int(data.get("total_steps", self.total_steps) or 0)
             self.eta_seconds = data.get("estimated_remaining_seconds")
-            metrics = data.get("metrics") or {}
-            self.metrics = metrics
-            for key, _ in TRAINING_METRICS:
-                if metrics.get(key) is not None:
-                    xs, ys = self.curves[key]
-                    if xs and self.step <= xs[-1]:  # a redelivered run resumed from a checkpoint
-                        while xs and xs[-1] >= self.step:
-                            xs.pop()
-                            ys.pop()
-                    xs.append(self.step)
-                    ys.append(float(metrics[key]))
+            if self.phase == "training":
+                self.phase_progress = None
+                self.metrics = data.get("metrics") or {}
+                self._add_points(self.metrics)
+            else:
+                self.phase_progress = {k: data.get(f"phase_{k}") for k in ("done", "total", "unit", "rate",
+                                                                          "remaining_seconds")}
         elif event.type == "training.completed":
             self.final = data
             self.step = int(data.get("step", self.total_steps or self.step))
@@ -106,10 +121,57 @@ class TrainingMonitor:
             self.error = str(data.get("error"))
             self.done = True
 
+    def _add_points(self, metrics: dict) -> None:
+        for key in self.curve_keys:
+            value = metric_value(metrics, key, self.architecture)
+            if value is None:
+                continue
+            xs, ys = self.curves[key]
+            if xs and self.step <= xs[-1]:  # a redelivered run resumed from a checkpoint
+                while xs and xs[-1] >= self.step:
+                    xs.pop()
+                    ys.pop()
+            xs.append(self.step)
+            ys.append(value)
+
+    def in_preparation(self) -> bool:
+        return not self.done and self.phase_progress is not None
+
     def progress_fraction(self) -> float:
         if self.state == "succeeded":
             return 1.0
+        if self.in_preparation():
+            done, total = self.phase_progress["done"], self.phase_progress["total"]
+            return min(1.0, done / total) if done is not None and total else 0.0
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def status_text(self) -> str:
+        """The line beside the progress bar (plain text)."""
+        steps = f"step {self.step:,}/{self.total_steps:,}" if self.total_steps else f"step {self.step:,}"
+        percent = f"{100 * self.progress_fraction():.0f} %"
+        if self.done:
+            took = _duration((self.final or {}).get("duration"))
+            ended = f"{self.state} · {steps} ({percent})"
+            return ended + (f" · took {took}" if self.final and took != "-" else "")
+        if self.in_preparation():
+            p = self.phase_progress
+            unit = p.get("unit") or "items"
+            parts = [self.phase]
+            if p.get("total"):
+                parts.append(f"{_count(p.get('done'))} / {_count(p['total'])} {unit} ({percent})")
+                if p.get("rate"):
+                    parts.append(f"{_count(p['rate'])} {unit}/s")
+                parts.append(f"ETA {_duration(p.get('remaining_seconds'))}")
+            return " · ".join(parts)
+        if self.state == "queued":
+            return "queued: waiting for a gpu worker"
+        if not self.phase:
+            return "running: starting"
+        parts = [f"{steps} ({percent})", "training"]
+        if isinstance(self.metrics.get("tokens_per_s"), (int, float)):
+            parts.append(f"{_count(self.metrics['tokens_per_s'])} tokens/s")
+        parts.append(f"ETA {_duration(self.eta_seconds)}")
+        return " · ".join(parts)
 
     def history(self) -> list[dict]:
         rows: dict[int, dict] = {}
@@ -122,18 +184,15 @@ class TrainingMonitor:
 
     def refresh(self) -> None:
         self.progress.value = self.progress_fraction()
-        self.progress.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning",
-                                   "dead": "danger"}.get(self.state, "info")
-        total = self.total_steps or "?"
-        doing = self.phase if self.state == "running" and self.phase not in ("", "training") else self.state
-        self.progress_text.value = (f"&nbsp;step {self.step}/{total} &middot; {html.escape(doing)}"
-                                    f" &middot; ETA {_eta(self.eta_seconds) if not self.done else '-'}")
+        self.progress.bar_style = _BAR_STYLES.get(self.state, "info")
+        self.progress_text.value = "&nbsp;" + html.escape(self.status_text())
         shown = [(k, self.metrics[k]) for k in _SHOWN_METRICS if k in self.metrics]
         self.metrics_html.value = "<table>" + "".join(
-            f"<tr><td style='padding-right:1em'>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in shown
+            f"<tr><td style='padding-right:1em;text-align:left'>{html.escape(k)}</td>"
+            f"<td style='text-align:left'>{_fmt(v)}</td></tr>" for k, v in shown
         ) + "</table>"
         with self.figure.batch_update():
-            for i, (key, _) in enumerate(TRAINING_METRICS):
+            for i, key in enumerate(self.curve_keys):
                 xs, ys = decimate(*self.curves[key], self.max_points)
                 self.figure.data[i].x, self.figure.data[i].y = xs, ys
         self.cancel_button.disabled = self.done
@@ -148,17 +207,37 @@ class TrainingMonitor:
             return "<b>Finished.</b> " + ", ".join(parts[:8]) + (f"<br>SAE: <code>{html.escape(where)}</code>" if where else "")
         return f"<b>{html.escape(self.state)}</b>"
 
+    def final_html(self) -> str:
+        """The panel once the run has ended: plain HTML, kept by a saved notebook."""
+        colour = {"succeeded": "#2ca02c", "cancelled": "#7f7f7f"}.get(self.state, "#d62728")
+        return (f"<div style='text-align:left'><b>Training {html.escape(self.job.id)}</b> · "
+                f"<span style='color:{colour}'>{html.escape(self.status_text())}</span><br>{self.summary_html()}</div>")
+
+    def trace(self, key: str):
+        """The live chart's trace of one metric."""
+        return self.figure.data[self.curve_keys.index(key)]
+
     def static_figure(self):
-        return training_curves(self.history(), self.max_points, title=f"Training {self.job.id} ({self.state})")
+        scale = self.figure.layout.yaxis.type or "log"  # keep the scale chosen in the live chart
+        return training_curves(self.history(), self.max_points, title=f"Training {self.job.id} ({self.state})",
+                               architecture=self.architecture, loss_scale=scale)
 
     def finish(self) -> None:
+        """Draw the end once: the live outputs become a plain summary and a static figure."""
         self.done = True
+        if self.finished:
+            return
+        self.finished = True
         self.refresh()
         self.summary.value = self.summary_html()
-        if self._handles is not None:
-            chart, panel = self._handles
-            chart.update(self.static_figure())  # the saved notebook keeps a plain figure
-            panel.update(W.HTML(f"<b>Training {html.escape(self.job.id)}</b>: " + self.summary_html()))
+        if self._outputs:
+            panel = html_bundle(self.final_html(), f"Training {self.job.id}: {self.status_text()}")
+            chart = figure_bundle(self.static_figure())
+            for context, panel_handle, chart_handle in self._outputs:
+                # In the displaying cell's context: the kernel then sends the updates as that cell's
+                # output, and JupyterLab applies a display update only within the cell it came from.
+                context.run(panel_handle.update, panel, raw=True)
+                context.run(chart_handle.update, chart, raw=True)
 
     def cancel(self) -> bool:
         done = self.job.cancel()
@@ -169,6 +248,8 @@ class TrainingMonitor:
 
     async def listen(self, timeout: float | None = None) -> None:
         """Follow the channel until the run ends (or timeout seconds pass)."""
+        if self.finished:
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         last_refresh = 0.0
         last_status_check = 0.0
@@ -201,19 +282,33 @@ class TrainingMonitor:
                 if now - last_refresh >= self.refresh_interval:
                     self.refresh()
                     last_refresh = now
-        self.finish()
+        if self.done:
+            self.finish()
+        else:
+            self.refresh()
 
     def start(self) -> asyncio.Task | None:
         """Listen on the running event loop (a Jupyter kernel's). None without a running loop."""
+        if self.finished:
+            return None
         self._task = keep_running(self._task, self.listen)
         return self._task
 
-    async def wait(self) -> "TrainingMonitor":
-        """In a notebook: `await monitor.wait()` lets the kernel's loop run the listener until the end."""
+    async def wait(self) -> str:
+        """`await monitor.wait()` returns the final state once the run has ended. It holds the
+        cell, and so the kernel's execution queue: cells run meanwhile wait behind it (the widgets
+        still update and Cancel works). To keep the kernel free, use `monitor.then(fn)` instead."""
         task = self.start()
         if task is not None:
             await asyncio.shield(task)
-        return self
+        return self.state
+
+    def then(self, fn):
+        """Run fn(job) on the kernel's loop when the run has ended; what it prints or returns is
+        shown in place of this cell's waiting line. Returns at once: the kernel stays free."""
+        from mistudio.widgets.when_done import WhenDone
+
+        return WhenDone(self.job, fn, monitor=self).show()
 
     def follow(self, timeout: float | None = None) -> "TrainingMonitor":
         """Blocking: follow until the run ends (scripts and tests; notebooks use display)."""
@@ -221,6 +316,13 @@ class TrainingMonitor:
         return self
 
     def _ipython_display_(self) -> None:
-        self._handles = (display(self.figure, display_id=True), display(self.panel, display_id=True))
+        if self.finished:  # already over: plain outputs only
+            display(html_bundle(self.final_html(), f"Training {self.job.id}: {self.status_text()}"), raw=True)
+            display(figure_bundle(self.static_figure()), raw=True)
+            return
+        self.refresh()
+        self._outputs.append((contextvars.copy_context(),
+                              display(widget_bundle(self.panel), raw=True, display_id=True),
+                              display(widget_bundle(self.figure), raw=True, display_id=True)))
         if self.start() is None:
             self.follow()
