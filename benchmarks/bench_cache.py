@@ -52,6 +52,7 @@ def main() -> None:
     from mistudio.features import extract_features, load_correlation_matrix, load_feature, load_feature_table
     from mistudio.features.summary import dictionary_summary
     from mistudio.models.metadata import model_metadata
+    from mistudio.redis import keys
     from mistudio.redis.connection import get_client
     from mistudio.settings import get_settings
     from mistudio.training import model_config, prepare_config, train
@@ -72,8 +73,8 @@ def main() -> None:
               f"in {extraction:.2f} s")
 
         client = get_client("cache")
-        client.set("bench:raw", '{"total_features": 1}')
-        raw = measure(lambda i: client.get("bench:raw"), args.n)
+        client.set(keys.PROBE_KEY, '{"total_features": 1}')
+        raw = measure(lambda i: client.get(keys.PROBE_KEY), args.n)
         n_tokens = summary["n_tokens"]
         features = list(range(0, summary["total_features"], max(1, summary["total_features"] // 50)))[:50]
 

@@ -33,6 +33,7 @@ def main() -> None:
 
 def measure(n: int) -> None:
     from mistudio import jobs
+    from mistudio.redis import keys
     from mistudio.redis.connection import get_client
 
     worker = subprocess.Popen([sys.executable, "-m", "mistudio.cli", "worker", "--queue", "cpu"],
@@ -42,8 +43,8 @@ def measure(n: int) -> None:
         raw = []
         for _ in range(n):
             t0 = time.perf_counter()
-            client.lpush("bench:raw", b'{"id":"x","task":"echo"}')
-            client.brpop("bench:raw", timeout=1)
+            client.lpush(keys.PROBE_KEY, b'{"id":"x","task":"echo"}')
+            client.brpop(keys.PROBE_KEY, timeout=1)
             raw.append(time.perf_counter() - t0)
 
         # warm up: the worker is up and the scripts are loaded

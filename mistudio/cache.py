@@ -10,9 +10,13 @@
   (kept a while past the TTL) if there is one, else wait for the computing caller.
 - Invalidation: `invalidate(namespace, **params)`, `invalidate_training(training_id)` on a
   new checkpoint or extraction; `clear(namespace)` uses SCAN (never KEYS).
-- Under `noeviction` a write refused for memory serves the computed value uncached,
-  counts it (`uncached`), and raises a `system.alert`: queued jobs are never evicted to
-  make room for a cache.
+- A memory budget: the cache writes only while Redis stays below MISTUDIO_CACHE_MEMORY_SHARE
+  (default 60 %) of maxmemory (INFO used_memory, sampled at most once a second per process,
+  plus what this process wrote since), so the cache can never take the memory that job
+  records, queues, heartbeats, leases and leader election need.
+- Past the budget, or when Redis refuses a write for memory (`noeviction`), the computed
+  value is served uncached, counted (`uncached`), and a `system.alert` goes out: queued jobs
+  are never evicted to make room for a cache.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import Callable
 import redis
 
 from mistudio.errors import InvalidInput
+from mistudio.redis import keys
 from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.redis.scripts import script
+from mistudio.settings import get_settings
 
 logger = logging.getLogger("mistudio.cache")
 
@@ -55,6 +61,8 @@ POLICIES: dict[str, Policy] = {
 STALE_GRACE = 3  # a stale copy lives STALE_GRACE x TTL: served while a recomputation runs
 LOCK_SECONDS = 120  # longest a computation may hold a key's guard
 ALERT_EVERY = 60.0  # seconds between alerts about refused cache writes, per namespace
+BUDGET_SAMPLE_SECONDS = 1.0  # how stale the budget's INFO used_memory may be
+KEY_OVERHEAD = 128  # bytes Redis spends per key beyond its name and value (dict entry, expiry, object)
 
 _local_uncached: dict[str, int] = {}
 _last_alert: dict[str, float] = {}
@@ -80,6 +88,40 @@ def key_for(namespace: str, **params) -> str:
         raise InvalidInput(str(exc.args[0]), f"the {namespace} cache key needs it", f"pass {exc.args[0]}=...") from None
 
 
+class _Budget:
+    """May the cache write `n` more bytes and keep Redis below share x maxmemory? One INFO memory
+    per BUDGET_SAMPLE_SECONDS per process; bytes written since are added to that sample, so a burst
+    of writes cannot overshoot by more than what other processes write within a second."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sampled_at = float("-inf")
+        self._used = 0
+        self._maxmemory = 0
+
+    def allows(self, client, nbytes: int, share: float) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._sampled_at >= BUDGET_SAMPLE_SECONDS:
+                info = client.info("memory")
+                self._used, self._maxmemory = int(info["used_memory"]), int(info.get("maxmemory") or 0)
+                self._sampled_at = now
+            if not self._maxmemory:  # no maxmemory: nothing to keep headroom in
+                return True
+            if self._used + nbytes > share * self._maxmemory:
+                return False
+            self._used += nbytes
+            return True
+
+    def describe(self, share: float) -> str:
+        return (f"Redis holds {self._used / 2**20:.1f} MiB, the cache's budget is {share:.0%} of maxmemory "
+                f"({share * self._maxmemory / 2**20:.1f} of {self._maxmemory / 2**20:.1f} MiB, "
+                "MISTUDIO_CACHE_MEMORY_SHARE)")
+
+
+_budget = _Budget()
+
+
 def _stale_key(key: str) -> str:
     return f"{key}:stale"
 
@@ -100,8 +142,13 @@ def _read(client, key: str, kind: str):
 
 
 def _write(client, key: str, value, pol: Policy, namespace: str) -> bool:
-    """Store value with its TTL (and a longer-lived stale copy). False if Redis refused for memory."""
+    """Store value with its TTL (and a longer-lived stale copy). False, served uncached, past the
+    memory budget or if Redis refused for memory."""
     encoded = json.dumps(value, separators=(",", ":"))
+    share = get_settings().cache_memory_share
+    if not _budget.allows(client, 2 * (len(key) + len(encoded) + KEY_OVERHEAD), share):  # value + stale copy
+        _refused(namespace, key, f"the cache is at its memory budget: {_budget.describe(share)}")
+        return False
     pipe = client.pipeline(transaction=True)
     if pol.kind == "hash":
         if not isinstance(value, dict) or not value:
@@ -118,28 +165,27 @@ def _write(client, key: str, value, pol: Policy, namespace: str) -> bool:
     except redis.exceptions.ResponseError as exc:
         if not is_out_of_memory(exc):
             raise
-        _refused(namespace, key)
+        _refused(namespace, key, "Redis refused the write for memory (maxmemory reached, noeviction)")
         return False
 
 
-def _refused(namespace: str, key: str) -> None:
-    """A write refused under noeviction: count it and tell the operators (rate-limited)."""
+def _refused(namespace: str, key: str, why: str) -> None:
+    """A value not cached for memory: count it and tell the operators (rate-limited)."""
     with _lock:
         _local_uncached[namespace] = _local_uncached.get(namespace, 0) + 1
         now = time.monotonic()
         alert = now - _last_alert.get(namespace, -ALERT_EVERY) >= ALERT_EVERY
         if alert:
             _last_alert[namespace] = now
-    logger.warning("Redis is out of memory: %s served uncached", key)
+    logger.warning("%s served uncached: %s", key, why)
     if alert:
         from mistudio import events
-        from mistudio.redis import keys
 
         try:
             events.publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert", {
                 "level": "warning", "source": "cache", "namespace": namespace,
-                "message": f"Redis refused a cache write for memory (maxmemory reached, noeviction): "
-                           f"the {namespace} cache is serving values uncached",
+                "message": f"the {namespace} cache is serving values uncached: {why}. "
+                           "Fix: `mistudio cache clear`, or raise maxmemory",
             })
         except Exception:
             logger.exception("could not publish the alert")
@@ -147,7 +193,7 @@ def _refused(namespace: str, key: str) -> None:
 
 def _count(client, namespace: str, field: str) -> None:
     try:
-        client.hincrby(f"cache:stats:{namespace}", field, 1)
+        client.hincrby(keys.cache_stats(namespace), field, 1)
     except redis.exceptions.ResponseError as exc:  # OOM: keep the count here for stats()
         if not is_out_of_memory(exc):
             raise
@@ -177,6 +223,11 @@ def get_or_compute(namespace: str, compute: Callable[[], object], *, wait: float
             token = None
         if guarded or token is None:
             try:
+                # Between our miss and the guard, another caller may have computed, stored and let
+                # go: theirs is the value (else a slow thread would compute a second time).
+                value = _read(client, key, pol.kind) if guarded else None
+                if value is not None:
+                    return value
                 value = compute()
                 _write(client, key, value, pol, namespace)
                 return value
@@ -243,8 +294,10 @@ def invalidate_training(training_id: str) -> int:
     return removed
 
 
-def clear(namespace: str) -> int:
-    """Delete every key of a namespace (SCAN, never KEYS)."""
+def clear(namespace: str | None = None) -> int:
+    """Delete every key of a namespace (SCAN, never KEYS); None: of every namespace, with their counters."""
+    if namespace is None:
+        return sum(clear(name) for name in POLICIES) + _client().delete(*(keys.cache_stats(n) for n in POLICIES))
     prefix = policy(namespace).template.split("{", 1)[0]
     return _delete_matching(f"{prefix}*")
 
@@ -253,7 +306,7 @@ def clear(namespace: str) -> int:
 
 
 def stats(namespace: str) -> dict:
-    raw = _client().hgetall(f"cache:stats:{namespace}")
+    raw = _client().hgetall(keys.cache_stats(namespace))
     out = {name: int(raw.get(name, 0)) for name in ("hits", "misses", "stale")}
     with _lock:
         out["uncached"] = _local_uncached.get(namespace, 0)
@@ -270,7 +323,7 @@ def hit_rate(namespace: str) -> float:
 
 
 def reset_stats(namespace: str) -> None:
-    _client().delete(f"cache:stats:{namespace}")
+    _client().delete(keys.cache_stats(namespace))
     with _lock:
         for name in list(_local_uncached):
             if name == namespace or name.startswith(f"{namespace}:"):

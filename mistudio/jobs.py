@@ -12,28 +12,29 @@ lost: it is in Redis (AOF on) until a worker acknowledges it.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 import uuid
+
+import redis
 
 from mistudio import limits
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.queue import records
 from mistudio.queue.apps import huey_app, make_task
+from mistudio.queue.ids import check_job_id
 from mistudio.queue.routes import route
 from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
+from mistudio.validation import check_params, preview
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class JobNotFound(MistudioError, KeyError):
     def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id!r} (job records are kept until 24 h after the job ends)")
+        super().__init__(f"no job {preview(job_id)} (job records are kept until 24 h after the job ends)")
 
     def __str__(self):  # KeyError would quote the message
         return self.args[0]
@@ -111,13 +112,16 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel: a queued job never runs; a running one is stopped. False if it had already ended."""
-        record = self.record()
-        if record["state"] == "queued" and records.finish(
-            self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
-        ):
-            return True
-        if self.record()["state"] == "running":
-            return records.request_cancel(self._results, self.id)
+        for _ in range(10):  # each try acts on the state it read; a job moving meanwhile is tried again
+            state = self.record()["state"]
+            if state in records.TERMINAL:
+                return False
+            if state == "queued" and records.finish(
+                self._results, self.id, "cancelled", error="cancelled by user before it started", allowed=("queued",)
+            ):
+                return True
+            if state == "running" and records.request_cancel(self._results, self.id):
+                return True
         return False
 
     def retry(self) -> "Job":
@@ -136,14 +140,6 @@ class Job:
         return self
 
 
-def _check_json(params: dict) -> None:
-    try:
-        json.dumps(params, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput("params", f"must be JSON (numbers, strings, lists, dicts): {exc}",
-                           "pass plain values; convert paths with str() and arrays with .tolist()") from None
-
-
 def submit(
     task: str,
     params: dict | None = None,
@@ -158,34 +154,47 @@ def submit(
     settings = settings or get_settings()
     spec = get_task(task)
     where = route(task, queue, priority)
-    params = dict(params or {})
-    if not isinstance(params, dict):
-        raise InvalidInput("params", "must be a dict", "pass keyword parameters as a dict")
-    if spec.validate is not None:
-        params = spec.validate(params)
-    _check_json(params)
+    params = check_params(spec, params)  # the worker checks the message it claims again (queue/apps.run_job)
     if time_limit is None:
         time_limit = settings.task_time_limit
-    if not isinstance(time_limit, (int, float)) or not math.isfinite(time_limit) or time_limit <= 0:
-        raise InvalidInput("time_limit", f"must be a positive number of seconds, got {time_limit!r}", "e.g. 3600")
+    if (not isinstance(time_limit, (int, float)) or isinstance(time_limit, bool) or not math.isfinite(time_limit)
+            or time_limit <= 0):
+        raise InvalidInput("time_limit", f"must be a positive number of seconds, got {preview(time_limit)}", "e.g. 3600")
     results = get_client("results", settings=settings)
     if job_id is None:
         job_id = f"{spec.id_prefix}_{uuid.uuid4().hex[:12]}"
-    elif not _JOB_ID.match(job_id):
-        raise InvalidInput("job_id", f"{job_id!r} is not a valid id", "use letters, digits, '_', '-', '.' (max 64)")
-    elif records.get(results, job_id) is not None:
+    elif records.get(results, check_job_id(job_id)) is not None:
         raise InvalidInput("job_id", f"a job {job_id!r} already exists", "pick another id, or retry that job")
 
     # Rate limits (API tier + the task's tier): raises limits.RateLimited, and nothing is queued.
-    limits.check_submit(task, settings=settings)
-    records.create(results, job_id, task, where.queue, where.priority, params, float(time_limit))
+    decision = limits.check_submit(task, settings=settings)
     try:
+        _record_and_enqueue(results, job_id, task, where, params, float(time_limit), settings)
+    except Exception as exc:
+        try:  # not queued: the request gives its rate-limit slot back
+            limits.refund(decision, settings=settings)
+        except redis.exceptions.RedisError:
+            pass  # Redis is gone: the slot lapses with its window
+        if is_out_of_memory(exc):
+            raise RedisFull.measured(results, f"job {job_id} ({task}) was not queued") from None
+        raise
+    return Job(job_id, settings)
+
+
+def _record_and_enqueue(results, job_id: str, task: str, where, params: dict, time_limit: float,
+                        settings: Settings) -> None:
+    """The job record, then its queue message; at maxmemory (noeviction) neither is left behind."""
+    try:
+        records.create(results, job_id, task, where.queue, where.priority, params, time_limit)
         app = huey_app(where.queue, settings)
         app.enqueue(make_task(app, task, job_id, params, where.priority))
     except Exception as exc:
-        records.finish(results, job_id, "failed", error=f"could not be queued: {exc}")
+        if is_out_of_memory(exc):  # DEL and ZREM free memory: Redis takes them when full
+            results.delete(keys.job(job_id))
+            results.zrem(keys.jobs_index(), job_id)
+        elif records.get(results, job_id) is not None:
+            records.finish(results, job_id, "failed", error=f"could not be queued: {exc}")
         raise
-    return Job(job_id, settings)
 
 
 def get_job(job_id: str, settings: Settings | None = None) -> Job:

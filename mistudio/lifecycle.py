@@ -50,6 +50,8 @@ def redis_status(settings: Settings | None = None, info: dict | None = None) -> 
         "host": options.get("host"),
         "port": options.get("port"),
         "embedded": endpoint.embedded,
+        "user": options.get("username") or "default",  # the ACL user miStudio connects as
+        "bind": state.get("bind") if state else None,
         "pid": state["pid"] if state else None,
         "version": info.get("redis_version"),
         "address": endpoint.url.split("://", 1)[-1],

@@ -2,7 +2,8 @@
 
     from mistudio import limits
     allowed, remaining, reset_at, retry_after = limits.hit(["api"])      # the seed's 4 values
-    limits.check_submit("train_sae")           # raises RateLimited: what jobs.submit calls
+    decision = limits.check_submit("train_sae")  # raises RateLimited: what jobs.submit calls
+    limits.refund(decision)                    # the request did not happen after all (submit failed)
     with limits.slot("generations"):           # one of CONCURRENCY["generations"] slots
         ...
 
@@ -27,11 +28,12 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import limits as limits_lib
+import redis
 
 from mistudio import limits_config as config
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
 from mistudio.coord.polling import poll_until
@@ -74,7 +76,8 @@ class Decision:
 
     remaining: requests left in the tightest window after this one; reset_at: epoch seconds
     (Redis clock) at which that window frees a slot; retry_after: seconds to wait (0 if allowed).
-    limit/window/tier: the window that decided (the refusing one, else the tightest)."""
+    limit/window/tier: the window that decided (the refusing one, else the tightest).
+    member/keys: the request's entry and the windows it was counted in (for refund)."""
 
     allowed: bool
     remaining: int
@@ -83,6 +86,8 @@ class Decision:
     limit: int
     window: float
     tier: str
+    member: str = ""
+    keys: tuple[str, ...] = ()
 
     def __iter__(self):
         return iter((self.allowed, self.remaining, self.reset_at, self.retry_after))
@@ -129,11 +134,17 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
     if not windows:
         raise InvalidInput("tiers", "no rate windows given", "name at least one tier")
     client = client or get_client("ratelimit", settings=settings)
-    args: list = [uuid.uuid4().hex]
+    member = uuid.uuid4().hex
+    args: list = [member]
     for w in windows:
         args += [w.limit, w.seconds]
-    out = script(client, "ratelimit_hit")(keys=[keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows],
-                                          args=args)
+    window_keys = tuple(keys.ratelimit_window(subject, w.tier, w.seconds) for w in windows)
+    try:
+        out = script(client, "ratelimit_hit")(keys=list(window_keys), args=args)
+    except redis.exceptions.ResponseError as exc:
+        if is_out_of_memory(exc):
+            raise RedisFull.measured(client, "the rate limit could not count this request; nothing was queued") from None
+        raise
     allowed, now = bool(int(out[0])), float(out[1])
     views = []  # (remaining, frees_at, retry, window)
     for i, w in enumerate(windows):
@@ -146,7 +157,18 @@ def hit(tiers: Iterable[str] | Iterable[Window], subject: str = "global", *, cli
     else:
         remaining, reset_at, retry, w = max(views, key=lambda v: v[2])
         remaining = 0
-    return Decision(allowed, remaining, reset_at, retry, w.limit, w.seconds, w.tier)
+    return Decision(allowed, remaining, reset_at, retry, w.limit, w.seconds, w.tier,
+                    member if allowed else "", window_keys if allowed else ())
+
+
+def refund(decision: Decision | None, *, client=None, settings: Settings | None = None) -> bool:
+    """Give an admitted request's slot back in every window it was counted in (a submit that
+    then failed, e.g. Redis full, must not use up the hour's training starts). One script of ZREMs,
+    which Redis runs even at maxmemory. False if there was nothing to give back."""
+    if decision is None or not decision.allowed or not decision.member:
+        return False
+    client = client or get_client("ratelimit", settings=settings)
+    return int(script(client, "ratelimit_refund")(keys=list(decision.keys), args=[decision.member])) > 0
 
 
 def check_submit(task: str, subject: str = "global", settings: Settings | None = None) -> Decision | None:

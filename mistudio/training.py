@@ -21,6 +21,7 @@ from typing import Callable
 
 from mistudio.errors import InvalidInput
 from mistudio.settings import get_settings
+from mistudio.validation import preview
 
 Progress = Callable[[dict], None]
 RUN_FILE = "run.json"
@@ -42,30 +43,32 @@ def prepare_config(params: dict, layer: int | None = None):
 
     Defaults: the bundled model, the offline corpus, the residual stream after the middle
     layer, TopK with the profile's k and expansion factor. Raises InvalidInput naming the
-    field for anything wrong (before any job is queued)."""
-    from mistudio.models.hooks import validate_hook_point
-    from mistudio.models.metadata import model_metadata
-    from mistudio.sae.config import TrainingConfig
+    field for anything wrong (before any job is queued, and again in the worker). Reads the
+    model's config.json as plain JSON: no torch or transformers import, so it takes well under
+    a second; sizes are checked against MISTUDIO_MEMORY_BUDGET."""
+    from mistudio.models.folders import inspect_model
+    from mistudio.models.hook_names import validate_hook_point_in
+    from mistudio.sae.config import TrainingConfig, check_memory
 
     params = dict(params)
-    name, config = model_config(params.get("model"))
-    metadata = model_metadata(config)
+    model = params.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInput("model", f"must be a hub id or folder string, got {preview(model)}",
+                           "pass model='openai-community/gpt2' or a local folder")
+    name, _, metadata = inspect_model(model)
     if params.get("hook_point") is None:
         layer = metadata["n_layers"] // 2 if layer is None else layer
-        if not isinstance(layer, int) or not 0 <= layer < metadata["n_layers"]:
-            raise InvalidInput("layer", f"must be 0..{metadata['n_layers'] - 1} for {name}, got {layer!r}",
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < metadata["n_layers"]:
+            raise InvalidInput("layer", f"must be 0..{metadata['n_layers'] - 1} for {name}, got {preview(layer)}",
                                f"pick a layer below {metadata['n_layers']}")
         params["hook_point"] = f"blocks.{layer}.hook_resid_post"
-    validate_hook_point(metadata, params["hook_point"])
+    elif layer is not None:
+        raise InvalidInput("layer", "give layer or hook_point, not both", "remove one of them")
     params.setdefault("architecture", "topk")
-    try:
-        cfg = TrainingConfig.model_validate(params)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # pydantic: unknown fields, wrong types
-        raise InvalidInput("config", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                           "see `mistudio train --help` for the fields") from None
+    cfg = TrainingConfig.model_validate(params)  # InvalidInput naming the field (unknown fields, wrong types...)
+    validate_hook_point_in(metadata, cfg.hook_point)
     cfg = cfg.with_d_in(metadata["d_model"])
+    check_memory(cfg, get_settings().memory_budget)
     if cfg.dataset not in (None, "stdlib"):
         from mistudio.data.corpora import check_corpus
 

@@ -3,6 +3,10 @@
 The session gets its own MISTUDIO_HOME (under pytest's tmp dir) and its own
 redis-server on a free port, started by the same launcher `mistudio up` uses, so
 tests never depend on a system Redis. MISTUDIO_PROFILE=ci keeps sizes small.
+
+Everything runs as the app's Redis user, as in production; only the fixtures that must
+flush or CONFIG SET use the admin user (`redis_admin`). At the end of the session the
+server's ACL LOG must be empty: nothing miStudio did was refused to the app user.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pytest
 from helpers import WorkerProcs
 
 # Before anything imports mistudio.settings users: tests never touch ~/.mistudio or an external Redis.
-for _name in ("REDIS_URL", "REDIS_PASSWORD", "MISTUDIO_REDIS_PORT", "MISTUDIO_REDIS_BIND", "MISTUDIO_LEASE_SECONDS"):
+for _name in ("REDIS_URL", "REDIS_PASSWORD", "REDIS_USERNAME", "MISTUDIO_REDIS_PORT", "MISTUDIO_REDIS_BIND",
+              "MISTUDIO_REDIS_ALLOW_REMOTE", "MISTUDIO_CACHE_MEMORY_SHARE", "MISTUDIO_LEASE_SECONDS"):
     os.environ.pop(_name, None)
 os.environ["MISTUDIO_PROFILE"] = "ci"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,19 +62,43 @@ def redis_server(mistudio_home):
     state = server.start()
     reset_pools()
     yield state
+    refused = _acl_log()
     server.stop()
     reset_pools()
+    assert not refused, (
+        "Redis refused the app user (ACL LOG); add the key family to mistudio/redis/keys.py or the command "
+        f"to mistudio/redis/acl.py if miStudio needs it: {refused}")
+
+
+def _acl_log() -> list[dict]:
+    from mistudio.redis.connection import admin_client
+
+    try:
+        entries = admin_client().acl_log()
+    except Exception:  # the server is gone already (a test stopped it): nothing to report
+        return []
+    # Failed logins are the tests of wrong passwords; refused commands, keys and channels are not.
+    return [{k: e.get(k) for k in ("reason", "object", "username", "count")} for e in entries if e["reason"] != "auth"]
+
+
+@pytest.fixture
+def redis_admin(redis_server):
+    """admin("queue"): a client as the admin user, for tests that must CONFIG SET or write
+    outside miStudio's key families. ACL LOG entries a test provokes on purpose it resets."""
+    from mistudio.redis.connection import admin_client
+
+    return admin_client
 
 
 @pytest.fixture
 def redis_db(redis_server):
     """A clean Redis for one test: no background workers (a notebook's `mistudio up` may have
-    started some), every database flushed."""
+    started some), every database flushed (as the admin user). Returns get_client (the app user)."""
     from mistudio.queue import supervisor
-    from mistudio.redis.connection import get_client
+    from mistudio.redis.connection import admin_client, get_client
 
     supervisor.stop_workers()
-    get_client("queue").flushall()
+    admin_client().flushall()
     return get_client
 
 

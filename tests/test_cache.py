@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from helpers import run_cli, wait_for
 from mistudio import cache, events, jobs
 from mistudio.redis import keys
 
@@ -120,27 +121,97 @@ def test_stale_copy_is_served_while_one_caller_recomputes(redis_db):
     assert cache.get_or_compute("checkpoints", list, training_id="tr_st") == ["ckpt-1", "ckpt-2"]
 
 
-def test_a_full_redis_keeps_jobs_and_serves_cache_values_uncached(redis_db):
-    client = redis_db("cache")
+def test_a_caller_overtaken_between_its_miss_and_the_guard_takes_the_stored_value(redis_db, monkeypatch):
+    """The race behind a rare double computation: a caller misses, and before it takes the guard
+    another caller computes, stores and lets go. It must use that value, not compute again."""
+    overtaken = threading.Event()
+    count = cache._count
+
+    def miss_then_stall(client, namespace, field):  # holds the late caller right after its miss
+        count(client, namespace, field)
+        if field == "misses" and threading.current_thread().name == "late":
+            overtaken.wait(30)
+
+    monkeypatch.setattr(cache, "_count", miss_then_stall)
+    calls, results = [], []
+
+    def compute():
+        calls.append(1)
+        return {"tokens": 7}
+
+    late = threading.Thread(name="late", target=lambda: results.append(
+        cache.get_or_compute("dataset", compute, dataset_id="race")))
+    late.start()
+    wait_for(lambda: cache.stats("dataset")["misses"] == 1, message="the late caller's miss")
+    assert cache.get_or_compute("dataset", compute, dataset_id="race") == {"tokens": 7}  # computes, stores
+    overtaken.set()
+    late.join(30)
+    assert results == [{"tokens": 7}] and len(calls) == 1
+
+
+def test_a_full_redis_keeps_jobs_and_serves_cache_values_uncached(redis_db, redis_admin, monkeypatch):
+    client, admin = redis_db("cache"), redis_admin("cache")
+    # The cache samples INFO at most once a second: a sample from before maxmemory was lowered would
+    # let a write through whenever Redis has just freed a few bytes (a client buffer) below its limit.
+    monkeypatch.setattr(cache, "BUDGET_SAMPLE_SECONDS", 0.0)
     queued = [jobs.submit("diagnostics.echo", {"n": i}) for i in range(5)]
-    original = client.config_get("maxmemory")["maxmemory"]
+    original = admin.config_get("maxmemory")["maxmemory"]
     used = int(client.info("memory")["used_memory"])
     with events.Subscription(keys.SYSTEM_ALERTS_CHANNEL) as alerts:
         alerts.get(timeout=0.2)
         try:
-            client.config_set("maxmemory", str(used + 256 * 1024))
+            admin.config_set("maxmemory", str(used + 256 * 1024))
             with pytest.raises(Exception, match="OOM|maxmemory"):
-                for i in range(100000):
-                    client.set(f"ballast:{i}", "x" * 1000)
+                for i in range(100000):  # ballast outside miStudio's keys: only the admin may write it
+                    admin.set(f"ballast:{i}", "x" * 1000)
             big = {"values": list(range(2000))}
             assert cache.get_or_compute("features", lambda: big, training_id="tr_full") == big
             assert not client.exists("cache:features:tr_full:stats")
             assert cache.stats("features")["uncached"] >= 1
             alert = alerts.get(timeout=5)
             assert alert is not None and alert.type == "system.alert" and alert.data["source"] == "cache"
+            assert "mistudio cache clear" in alert.data["message"]
             assert alert.seq == 0  # published live; Redis could store nothing
         finally:
-            client.config_set("maxmemory", original)
+            admin.config_set("maxmemory", original)
     for i, job in enumerate(queued):  # nothing was evicted
         assert job.status() == "queued" and job.record()["params"] == {"n": i}
     assert redis_db("queue").zcard(keys.queue_pending("cpu")) == 5
+
+
+def test_the_cache_stops_writing_at_its_share_of_maxmemory(redis_db, redis_admin, monkeypatch):
+    admin, client = redis_admin("cache"), redis_db("cache")
+    original = admin.config_get("maxmemory")["maxmemory"]
+    used = int(client.info("memory")["used_memory"])
+    maxmemory = used + 8 * 2**20
+    monkeypatch.setattr(cache, "BUDGET_SAMPLE_SECONDS", 0.0)  # sample on every write: exact, for the test
+    try:
+        admin.config_set("maxmemory", str(maxmemory))
+        value = {"blob": "x" * 20_000}
+        stored = 0
+        for i in range(2000):
+            cache.get_or_compute("api", lambda: value, path=f"/fill/{i}")
+            if not client.exists(f"cache:api:/fill/{i}"):
+                break
+            stored += 1
+        else:
+            pytest.fail("the cache never stopped writing")
+        used_now = int(client.info("memory")["used_memory"])
+        assert stored > 50  # it did cache, up to its budget...
+        assert used_now <= 0.6 * maxmemory + 64 * 1024  # ...and stopped there (60 %, plus one value's slack)
+        assert cache.stats("api")["uncached"] >= 1
+        jobs.submit("diagnostics.echo", {"after": "fill"})  # the rest of Redis is still free for jobs
+    finally:
+        admin.config_set("maxmemory", original)
+
+
+def test_the_cli_shows_and_clears_the_cache(redis_db):
+    cache.get_or_compute("dataset", lambda: {"tokens": 1}, dataset_id="cli")
+    cache.get_or_compute("dataset", lambda: {"tokens": 1}, dataset_id="cli")
+    stats = run_cli("cache", "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "dataset" in stats.stdout and "50.0%" in stats.stdout
+    cleared = run_cli("cache", "clear")
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert not redis_db("cache").exists("cache:dataset:cli:stats", "cache:dataset:cli:stats:stale")
+    assert cache.stats("dataset")["hits"] == 0

@@ -4,17 +4,123 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import statistics
 import threading
 import time
+from collections import Counter
 
 import pytest
 
+from helpers import wait_for
 from mistudio import events
 from mistudio.errors import InvalidInput
 from mistudio.redis import keys
 
 pytestmark = pytest.mark.timeout(120)
+
+
+class _Face:
+    """One Subscription used through its sync face, or through its asyncio face on an event
+    loop in a thread of its own (as a notebook kernel's), with the same calls."""
+
+    def __init__(self, kind: str, *args, **kwargs):
+        self.sub = events.Subscription(*args, **kwargs)
+        self.loop = None
+        if kind == "asyncio":
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self.thread.start()
+
+    def get(self, timeout: float):
+        if self.loop is None:
+            return self.sub.get(timeout=timeout)
+        return asyncio.run_coroutine_threadsafe(self.sub.aget(timeout=timeout), self.loop).result(timeout + 60)
+
+    def __getattr__(self, name):
+        return getattr(self.sub, name)
+
+    def close(self) -> None:
+        if self.loop is None:
+            self.sub.close()
+            return
+        asyncio.run_coroutine_threadsafe(self.sub.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["sync", "asyncio"])
+def face(request):
+    """face(channels, **options): a Subscription driven through one face (both, by parametrize)."""
+    opened = []
+
+    def open_(*args, **kwargs) -> _Face:
+        opened.append(_Face(request.param, *args, **kwargs))
+        return opened[-1]
+
+    yield open_
+    for sub in opened:
+        sub.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path, monkeypatch):
+    """A server of this test's own, to kill and restart (its state: pid, port...)."""
+    from mistudio.redis import server
+    from mistudio.redis.connection import reset_pools
+
+    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home"))
+    reset_pools()
+    state = server.start()
+    yield state
+    server.stop()
+    reset_pools()
+
+
+def _kill_and_start(state: dict, outage: float) -> dict:
+    """SIGKILL the server (no save: what was not yet on disk is lost), wait, start it again."""
+    from mistudio.redis import server
+    from mistudio.redis.connection import reset_pools
+
+    os.kill(state["pid"], signal.SIGKILL)
+    wait_for(lambda: server.read_state() is None, message="redis gone")
+    time.sleep(outage)
+    state = server.start()
+    reset_pools()
+    return state
+
+
+def _progress(channel: str, steps) -> None:
+    for step in steps:
+        events.publish(channel, "training.progress", {"step": step, "total_steps": 100})
+
+
+def _forged(seq: int) -> str:
+    """A well-formed event that the publish script never wrote: its seq is made up."""
+    return json.dumps({"type": "training.progress", "data": {"step": -1, "total_steps": 100},
+                       "timestamp": time.time(), "seq": seq})
+
+
+# Raw messages that are not miStudio events, by the reason a subscriber gives for skipping them.
+BAD_MESSAGES = {
+    "not UTF-8": b'{"type": "training.completed", "seq": 7, "data": {"x": "\xff\xfe\x80"}}',
+    "JSON nested too deeply": "[" * 100_000 + "]" * 100_000,
+    "not JSON": "not json at all",
+    "not a JSON object (list)": "[1, 2, 3]",
+    "not a JSON object (int)": "42",
+    "not a JSON object (NoneType)": "null",
+    "missing seq": json.dumps({"type": "training.progress", "data": {"step": 1, "total_steps": 2}}),
+    "missing type": json.dumps({"seq": 3, "data": {}}),
+    "unknown type": json.dumps({"type": "training.exploded", "seq": 3, "data": {}}),
+    "training.progress data without step": json.dumps({"type": "training.progress", "seq": 3,
+                                                       "data": {"total_steps": 2}}),
+    "data not an object": json.dumps({"type": "training.completed", "seq": 3, "data": [1, 2]}),
+    "seq not an integer in [0, 2**64)": _forged(2**70),
+    "timestamp not a finite number": json.dumps({"type": "training.completed", "seq": 3, "timestamp": "soon"}),
+    "seq beyond the channel's history": _forged(10**12),
+}
 
 
 def test_message_shape_and_per_channel_seq(redis_db):
@@ -97,32 +203,26 @@ def test_malformed_messages_are_skipped_and_counted(redis_db):
         assert sub.malformed == 2
 
 
-def test_a_redis_restart_mid_stream_loses_nothing(tmp_path, monkeypatch):
-    """Its own server: restarted while a subscriber listens; every event after the restart arrives."""
+def test_a_redis_restart_mid_stream_loses_nothing(face, private_redis):
+    """Restarted while a subscriber listens; every event after the restart arrives, and the
+    reconnect is counted once (sync and asyncio faces alike)."""
     from mistudio.redis import server
     from mistudio.redis.connection import reset_pools
 
-    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home"))
-    reset_pools()
-    server.start()
     channel = "training:tr_restart"
-    try:
-        for i in range(5):
-            events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
-        sub = events.Subscription(channel)
-        assert [sub.get(timeout=5).seq for _ in range(5)] == [1, 2, 3, 4, 5]
-        server.restart()  # SHUTDOWN SAVE; same port
-        reset_pools()
-        for i in range(5, 20):
-            events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
-        got = [sub.get(timeout=15) for _ in range(15)]
-        assert None not in got, "stalled after the restart"
-        assert [e.seq for e in got] == list(range(6, 21))
-        assert sub.get(timeout=1.5) is None
-        sub.close()
-    finally:
-        server.stop()
-        reset_pools()
+    for i in range(5):
+        events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
+    sub = face(channel)
+    assert [sub.get(timeout=5).seq for _ in range(5)] == [1, 2, 3, 4, 5]
+    server.restart()  # SHUTDOWN SAVE; same port
+    reset_pools()
+    for i in range(5, 20):
+        events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
+    got = [sub.get(timeout=15) for _ in range(15)]
+    assert None not in got, "stalled after the restart"
+    assert [e.seq for e in got] == list(range(6, 21))
+    assert sub.get(timeout=1.5) is None
+    assert sub.reconnects == 1
 
 
 def test_async_subscription(redis_db):
@@ -168,3 +268,186 @@ def test_history_is_capped(redis_db, monkeypatch):
     length = redis_db("pubsub").xlen(keys.event_history(channel))
     assert 100 <= length < 400  # MAXLEN ~ trims in whole nodes
     assert events.latest(channel).data == {"i": 999}
+
+
+# --- restarts, bad messages, a Redis that lost data (both faces) ---------------------------
+
+
+def test_a_subscriber_survives_redis_being_killed(face, private_redis):
+    """SIGKILL under a subscriber that keeps polling through the outage: it never raises,
+    and every event published once Redis is back arrives, in order, none twice."""
+    channel = "training:tr_kill"
+    _progress(channel, range(5))
+    sub = face(channel)
+    received, errors, stop = [], [], threading.Event()
+
+    def consume():
+        try:
+            while not stop.is_set():
+                event = sub.get(timeout=0.5)
+                if event is not None:
+                    received.append(event)
+        except Exception as exc:  # the failure this test is about
+            errors.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        wait_for(lambda: len(received) >= 5 or errors, message="the first 5 events")
+        _kill_and_start(private_redis, outage=2.0)
+        _progress(channel, range(5, 20))
+        wait_for(lambda: len(received) >= 20 or errors, timeout=30, message="the events after the restart")
+        time.sleep(1.5)  # a quiet-second history read must not deliver anything again
+    finally:
+        stop.set()
+        consumer.join(30)
+    assert errors == []
+    assert [e.data["step"] for e in received] == list(range(20))
+    assert sub.reconnects >= 1
+
+
+@pytest.mark.parametrize("new_events_before_reconnect", [True, False], ids=["events-waiting", "quiet"])
+def test_a_restart_that_lost_writes_does_not_blank_the_channel(face, private_redis, redis_admin,
+                                                              new_events_before_reconnect):
+    """Redis comes back without its last writes: its counter went back from 15 to 10, so new
+    events reuse seqs 11..15. They are new events: all delivered, and nothing twice."""
+    from mistudio.redis.connection import get_client
+
+    channel = "training:tr_lost"
+    _progress(channel, range(10))
+    sub = face(channel)
+    assert [sub.get(timeout=5).data["step"] for _ in range(10)] == list(range(10))
+    redis_admin("pubsub").config_set("appendonly", "no")  # from here on in memory only: the kill loses it
+    _progress(channel, range(10, 15))
+    assert [sub.get(timeout=5).data["step"] for _ in range(5)] == list(range(10, 15))
+    _kill_and_start(private_redis, outage=0.2)
+    assert get_client("pubsub").get(keys.event_seq(channel)) == "10"
+    if not new_events_before_reconnect:
+        assert sub.get(timeout=1.5) is None  # reconnects, finds the history shorter than its cursor
+    _progress(channel, range(15, 23))
+    got = [sub.get(timeout=15) for _ in range(8)]
+    assert None not in got, f"stalled after {got.index(None)} of 8 new events"
+    assert [e.data["step"] for e in got] == list(range(15, 23))
+    assert [e.seq for e in got] == list(range(11, 19))
+    assert sub.get(timeout=1.5) is None
+    assert sub.rewinds == 1 and sub.last == {channel: 18}
+
+
+def test_bad_messages_are_skipped_and_counted_and_later_events_all_arrive(face, redis_db):
+    channel = "training:tr_garbage"
+    sub = face(channel)
+    assert sub.get(timeout=0.3) is None  # subscribed
+    _progress(channel, range(100))
+    for raw in BAD_MESSAGES.values():
+        redis_db("pubsub").publish(channel, raw)
+    _progress(channel, range(100, 250))
+    got = [sub.get(timeout=10) for _ in range(250)]
+    assert None not in got, f"stalled after {got.index(None)} of 250 events"
+    assert [e.data["step"] for e in got] == list(range(250))
+    assert sub.get(timeout=1.2) is None
+    assert sub.skipped == Counter(list(BAD_MESSAGES))  # each one skipped, once, for its reason
+    assert sub.malformed == len(BAD_MESSAGES)
+    assert sub.last == {channel: 250}
+
+
+def test_a_forged_huge_seq_cannot_blank_the_channel(face, redis_db):
+    """Before: one message with a huge seq made every later event a 'duplicate' (250 of 250 lost)."""
+    channel = "training:tr_huge_seq"
+    sub = face(channel)
+    assert sub.get(timeout=0.3) is None
+    redis_db("pubsub").publish(channel, _forged(10**9))
+    redis_db("pubsub").publish(channel, _forged(2**63))
+    _progress(channel, range(250))
+    got = [sub.get(timeout=10) for _ in range(250)]
+    assert None not in got, f"stalled after {got.index(None)} of 250 events"
+    assert [e.seq for e in got] == list(range(1, 251))
+    assert sub.get(timeout=1.2) is None  # read on: the live copies are duplicates now
+    assert sub.skipped == {"seq beyond the channel's history": 2}
+    assert sub.last == {channel: 250}
+
+
+def test_the_train_wait_follower_does_not_crash_on_bad_messages(workers, redis_db, capsys, caplog):
+    """`mistudio train --wait` follows the job with cli.progress.follow (the sync face)."""
+    from mistudio import jobs
+    from mistudio.cli.progress import follow
+
+    job = jobs.submit("diagnostics.echo", {"n": 1})  # stays queued until a worker starts, below
+    channel = keys.training_channel(job.id)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["record"] = follow(job, channel, poll=0.2)
+        except BaseException as exc:  # what used to end `train --wait` with exit 1
+            outcome["error"] = exc
+
+    follower = threading.Thread(target=run)
+    follower.start()
+    client = redis_db("pubsub")
+    wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, message="the follower subscribed")
+    for raw in BAD_MESSAGES.values():
+        client.publish(channel, raw)
+    for step in range(1, 11):
+        events.publish(channel, "training.progress", {"step": step, "total_steps": 10, "metrics": {"loss": 1 / step}})
+    events.publish(channel, "training.completed", {"final_loss": 0.1})
+    shown = []
+    wait_for(lambda: shown.append(capsys.readouterr().err) or "10/10" in "".join(shown), timeout=30,
+             message="the progress bar at 10/10")
+    workers.start("cpu")  # now the job runs and ends; the follower returns its record
+    follower.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["record"]["state"] == "succeeded"
+    warned = " ".join(r.getMessage() for r in caplog.records if r.name == "mistudio.events")
+    assert all(reason in warned for reason in BAD_MESSAGES)
+
+
+def test_a_corrupt_entry_in_history_is_skipped_by_readers_and_subscribers(face, redis_db):
+    channel = "training:tr_corrupt_history"
+    _progress(channel, range(3))
+    redis_db("pubsub").xadd(keys.event_history(channel), {"m": b"\xff\xfe"}, id="0-4")  # not the publish script's
+    _progress(channel, range(3, 5))
+    assert [e.seq for e in events.history(channel)] == [1, 2, 3, 5, 6]
+    sub = face(channel)
+    assert [sub.get(timeout=5).seq for _ in range(5)] == [1, 2, 3, 5, 6]
+    assert sub.get(timeout=0.3) is None
+    assert sub.skipped == {"not UTF-8": 1} and sub.last == {channel: 6}
+    redis_db("pubsub").set(keys.event_latest(channel), "[]")
+    assert events.latest(channel) is None
+
+
+def test_a_forged_next_seq_does_not_hide_the_real_event_with_that_seq(face, redis_db):
+    """A forged last + 1 is delivered (no round trip on the latency path), but the real event
+    with that seq still arrives: a duplicate seq with another message makes the history re-read."""
+    channel = "training:tr_forged_next"
+    _progress(channel, range(3))
+    sub = face(channel)
+    assert [sub.get(timeout=5).seq for _ in range(3)] == [1, 2, 3]
+    redis_db("pubsub").publish(channel, _forged(4))
+    assert sub.get(timeout=5).data["step"] == -1
+    _progress(channel, range(3, 5))
+    got = [sub.get(timeout=5) for _ in range(2)]
+    assert [(e.seq, e.data["step"]) for e in got] == [(4, 3), (5, 4)]
+    assert sub.get(timeout=1.2) is None
+
+
+def test_without_history_a_subscriber_starts_at_the_channels_end(face, redis_db):
+    channels = ["training:tr_live_a", "training:tr_live_b"]
+    _progress(channels[0], range(3))
+    sub = face(channels, history=False)
+    assert sub.get(timeout=0.5) is None  # the 3 old events are not delivered
+    _progress(channels[1], range(2))
+    _progress(channels[0], range(3, 4))
+    got = [sub.get(timeout=5) for _ in range(3)]
+    assert sorted((e.channel, e.seq) for e in got) == [(channels[0], 4), (channels[1], 1), (channels[1], 2)]
+    assert sub.last == {channels[0]: 4, channels[1]: 2}
+
+
+def test_bad_subscription_arguments_are_refused_naming_the_field():
+    with pytest.raises(InvalidInput, match="channels"):
+        events.Subscription([])
+    with pytest.raises(InvalidInput, match="after_seq"):
+        events.Subscription("training:x", after_seq=-1)
+    with pytest.raises(InvalidInput, match="after_seq.*not subscribed"):
+        events.Subscription("training:x", after_seq={"training:y": 3})
+    with pytest.raises(InvalidInput, match="history"):
+        events.Subscription("training:x", after_seq=5, history=False)

@@ -34,9 +34,9 @@ def trained(mistudio_home):
 def extracted(trained, redis_server, tmp_path_factory):
     """The job run once on a real gpu worker through `mistudio features --wait --json`."""
     from helpers import WorkerProcs
-    from mistudio.redis.connection import get_client
+    from mistudio.redis.connection import admin_client
 
-    get_client("queue").flushall()
+    admin_client().flushall()
     for namespace, params in (("features", {}), ("correlations", {"k": 5}), ("checkpoints", {})):
         cache.get_or_compute(namespace, lambda: {"stale": True}, training_id=TRAINING_ID, **params)
     procs = WorkerProcs(tmp_path_factory.mktemp("feature-workers"))

@@ -61,26 +61,33 @@ def test_embedded_redis_refuses_clients_without_the_password(redis_server):
         wrong.ping()
 
 
-def test_password_and_generated_config_are_private(redis_server):
+def test_passwords_and_generated_config_are_private(redis_server):
     from mistudio.redis import server
 
     settings = get_settings()
-    password = server.read_password(settings)
-    assert password and len(password) >= 32
-    for path in (server.password_path(settings), settings.run_dir / "redis.conf"):
+    password, admin = server.read_password(settings), server.read_admin_password(settings)
+    assert password and admin and len(password) >= 32 and len(admin) >= 32 and password != admin
+    config = settings.run_dir / "redis.conf"
+    for path in (server.password_path(settings), server.admin_password_path(settings), config):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    cmdline = open(f"/proc/{redis_server['pid']}/cmdline", "rb").read().decode()
-    assert password not in cmdline  # `ps` never shows it
+    running = server.read_state(settings)  # the server now running (a fault test may have restarted it)
+    cmdline = open(f"/proc/{running['pid']}/cmdline", "rb").read().decode()
+    for secret in (password, admin):
+        assert secret not in cmdline  # `ps` never shows it
+        assert secret not in config.read_text()  # the config holds only its SHA-256
+        assert secret not in open(running["log"]).read()
 
 
 def test_databases_are_separate(redis_db):
-    redis_db("cache").set("isolation-probe", "cache")
-    assert redis_db("cache").get("isolation-probe") == "cache"
-    assert redis_db("queue").get("isolation-probe") is None
+    from mistudio.redis import keys
+
+    redis_db("cache").set(keys.PROBE_KEY, "cache")
+    assert redis_db("cache").get(keys.PROBE_KEY) == "cache"
+    assert redis_db("queue").get(keys.PROBE_KEY) is None
 
 
-def test_embedded_config_has_the_deliberate_changes(redis_db):
-    config = redis_db("queue").config_get("*")
+def test_embedded_config_has_the_deliberate_changes(redis_db, redis_admin):
+    config = redis_admin("queue").config_get("*")
     assert config["maxmemory-policy"] == "noeviction"
     assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
     assert config["bind"] == "127.0.0.1"
@@ -105,7 +112,7 @@ def test_redis_url_database_is_ignored_in_favour_of_each_purposes_database(monke
     from mistudio.redis.connection import get_client, reset_pools
 
     password = server.read_password(get_settings())
-    monkeypatch.setenv("REDIS_URL", f"redis://:{password}@{redis_server['host']}:{redis_server['port']}/7")
+    monkeypatch.setenv("REDIS_URL", f"redis://mistudio:{password}@{redis_server['host']}:{redis_server['port']}/7")
     reset_pools()
     client = get_client("cache")
     assert client.connection_pool.connection_kwargs["db"] == 4
@@ -156,7 +163,8 @@ def test_up_status_down_persists_data_across_restarts(tmp_path):
 
     port = data["redis"]["port"]
     password = (tmp_path / "home" / "redis" / "password").read_text().strip()
-    redis.Redis(port=port, password=password, db=4).set("survives", "down-and-up")
+    app = dict(port=port, username="mistudio", password=password, db=4)
+    redis.Redis(**app).set("cache:survives", "down-and-up")
 
     assert run_cli("up", "--no-workers", env=env).returncode == 0  # idempotent: reuses the server
     down = run_cli("down", env=env)
@@ -166,7 +174,7 @@ def test_up_status_down_persists_data_across_restarts(tmp_path):
     assert run_cli("up", "--no-workers", env=env).returncode == 0
     data = json.loads(run_cli("status", "--json", env=env).stdout)
     assert data["redis"]["url"] == url_before  # same port again
-    assert redis.Redis(port=port, password=password, db=4).get("survives") == b"down-and-up"
+    assert redis.Redis(**app).get("cache:survives") == b"down-and-up"
     assert run_cli("down", env=env).returncode == 0
 
 

@@ -120,6 +120,18 @@ def _queued(redis_db, queue):
     return redis_db("queue").zcard(keys.queue_pending(queue))
 
 
+def test_a_refund_gives_the_request_back_in_every_window_once(redis_db):
+    tight = [limits.Window("refund_min", 2, 60), limits.Window("refund_sec", 5, 1)]
+    first = limits.hit(tight)
+    second = limits.hit(tight)
+    assert first.allowed and second.allowed and not limits.hit(tight).allowed
+    assert limits.refund(second)
+    assert not limits.refund(second)  # given back once only
+    assert not limits.refund(limits.hit(tight[:1] + [limits.Window("refund_sec", 0, 1)]))  # refused: nothing to give
+    assert limits.hit(tight).allowed  # the refunded slot is free again, in both windows
+    assert redis_db("ratelimit").zcard(keys.ratelimit_window("global", "refund_min", 60)) == 2
+
+
 def test_a_submit_over_the_burst_raises_rate_limited_and_queues_nothing(redis_db):
     for i in range(10):
         jobs.submit("diagnostics.echo", {"i": i})

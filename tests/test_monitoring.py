@@ -36,11 +36,16 @@ def server_config(client, **settings):
 
 
 def _memory_at(client, fraction: float) -> int:
-    """A maxmemory at which what Redis uses now is `fraction` of it. 8 MB of ballast first, so that
-    the ~0.1 MB that client buffers come and go by moves the fraction by about 1 %."""
-    from mistudio.redis.connection import get_client
-
-    get_client("cache").set("test:ballast", "x" * 8 * 2**20)
+    """A maxmemory at which what Redis uses now is `fraction` of it. 8 MB of ballast first (written
+    by the admin user: outside miStudio's keys), so that the ~0.1 MB that client buffers come and
+    go by moves the fraction by about 1 %."""
+    # Appended in 64 KB pieces: one 8 MB SET leaves an 8 MB query buffer that Redis frees only
+    # later, so used_memory would count the ballast twice for a while.
+    client.delete("test:ballast")
+    pipe = client.pipeline(transaction=False)
+    for _ in range(128):
+        pipe.append("test:ballast", "x" * 64 * 2**10)
+    pipe.execute()
     return int(client.info("memory")["used_memory"] / fraction)
 
 
@@ -57,8 +62,8 @@ def test_metrics_include_the_seeds(redis_db):
 
 
 @pytest.mark.parametrize("fraction, level", [(0.5, None), (0.75, "warning"), (0.92, "critical")])
-def test_memory_alerts_fire_at_70_and_85_percent_of_maxmemory(redis_db, fraction, level):
-    client = redis_db("queue")
+def test_memory_alerts_fire_at_70_and_85_percent_of_maxmemory(redis_db, redis_admin, fraction, level):
+    client = redis_admin("queue")
     with server_config(client, maxmemory=_memory_at(client, fraction)):
         _, alerts = monitoring.snapshot()
     alert = _alert(alerts, "memory_usage")
@@ -93,8 +98,8 @@ def test_thresholds_are_inclusive_and_rates_are_per_minute():
     assert level("memory_usage", sample(memory_usage=None)) is None  # no maxmemory: nothing to judge
 
 
-def test_evictions_per_minute_alert_on_a_real_server(redis_db):
-    client, cache = redis_db("queue"), redis_db("cache")
+def test_evictions_per_minute_alert_on_a_real_server(redis_db, redis_admin):
+    client, cache = redis_admin("queue"), redis_admin("cache")
     room = client.info("memory")["used_memory"] + 512 * 1024
     with server_config(client, maxmemory_policy="allkeys-lru", maxmemory=room):
         before = monitoring.redis_metrics(client)
@@ -109,12 +114,12 @@ def test_evictions_per_minute_alert_on_a_real_server(redis_db):
     assert alert["level"] == "critical" and "allkeys-lru" in alert["message"]
 
 
-def test_blocked_clients_alert_counts_only_those_beyond_the_workers_own(redis_db):
-    queue = redis_db("queue")
+def test_blocked_clients_alert_counts_only_those_beyond_the_workers_own(redis_db, redis_admin):
+    queue = redis_admin("queue")  # a test key, outside miStudio's families
     stop = "test:unblock"
 
     def block():
-        redis_db("queue").blpop([stop], timeout=20)
+        queue.blpop([stop], timeout=20)
 
     threads = [threading.Thread(target=block) for _ in range(6)]
     for t in threads:
@@ -131,8 +136,8 @@ def test_blocked_clients_alert_counts_only_those_beyond_the_workers_own(redis_db
             t.join(30)
 
 
-def test_the_leader_publishes_alerts_on_system_alerts_and_their_resolution(redis_db):
-    client = redis_db("queue")
+def test_the_leader_publishes_alerts_on_system_alerts_and_their_resolution(redis_db, redis_admin):
+    client = redis_admin("queue")
     listener = redis_db("pubsub").pubsub()
     listener.subscribe(keys.SYSTEM_ALERTS_CHANNEL)
     wait_for(lambda: listener.get_message(timeout=0.1), message="subscribed")

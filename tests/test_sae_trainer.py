@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -143,8 +145,11 @@ def test_crash_mid_write_leaves_the_previous_checkpoint_latest(tmp_path, monkeyp
     with pytest.raises(OSError):
         trainer.train(data())
     assert latest_checkpoint(tmp_path).name == "step_000000008"
-    # A SIGKILL mid-write leaves a temp folder behind: ignored, then cleaned by the next write.
-    stale = tmp_path / "checkpoints" / ".tmp-step_000000016-dead"
+    # A SIGKILL mid-write leaves a temp folder behind (named after its dead writer): ignored, then
+    # cleaned by the next write.
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    stale = tmp_path / "checkpoints" / f".tmp-step_000000016-{killed.pid}-0123abcd"
     stale.mkdir()
     (stale / "sae.safetensors").write_bytes(b"partial")
     assert latest_checkpoint(tmp_path).name == "step_000000008"

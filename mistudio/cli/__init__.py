@@ -19,6 +19,7 @@ def cli():
 def _register() -> None:
     from mistudio.cli import demo, jobs, services, train  # noqa: F401  (commands attach themselves to `cli`)
     from mistudio.cli import features  # noqa: F401  (features, report)
+    from mistudio.cli import acl, cache  # noqa: F401  (redis-acl; cache stats, cache clear)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,24 +7,13 @@ import click
 from mistudio import jobs as jobs_api
 from mistudio.cli import cli
 from mistudio.cli.output import age, emit_json, table
-
-
-def _progress_text(progress: dict | None) -> str:
-    if not progress:
-        return "-"
-    if "step" in progress and progress.get("total_steps"):
-        return f"{progress['step']}/{progress['total_steps']}"
-    if progress.get("total") and "done" in progress:
-        return f"{progress['done']}/{progress['total']}"
-    if "fraction" in progress:
-        return f"{100 * progress['fraction']:.0f}%"
-    return "-"
+from mistudio.cli.summary import job_summary, progress_text
 
 
 @cli.command("jobs")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "dead"]))
-@click.option("--limit", type=int, default=30, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=30, show_default=True)
 def list_jobs(as_json: bool, state: str | None, limit: int):
     """Recent jobs, newest first (dead letters included, state 'dead')."""
     rows = jobs_api.list_jobs(limit, state=state)
@@ -32,7 +21,8 @@ def list_jobs(as_json: bool, state: str | None, limit: int):
         emit_json({"jobs": rows})
         return
     view = [
-        {**r, "progress": _progress_text(r.get("progress")), "age": age(r["created_at"]), "worker": r["worker"] or "-"}
+        {**r, "progress": progress_text(r.get("progress"), r["state"]), "age": age(r["created_at"]),
+         "worker": r["worker"] or "-"}
         for r in rows
     ]
     click.echo(table(view, ["id", "task", "queue", "state", "progress", "attempts", "worker", "age"]))
@@ -40,26 +30,18 @@ def list_jobs(as_json: bool, state: str | None, limit: int):
 
 @cli.command("job")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: record, progress, result.")
 def show_job(job_id: str, as_json: bool):
-    """One job: its record, progress and result or error."""
+    """One job: state, attempts, worker, times, progress, final metrics or error (traceback)."""
     job = jobs_api.get_job(job_id)
     record = job.record()
-    data = {**record, "progress": job.progress(), "result": job.stored()}
+    progress, stored = job.progress(), job.stored()
     if as_json:
-        emit_json(data)
+        started, finished = record.get("started_at"), record.get("finished_at")
+        emit_json({**record, "duration_s": finished - started if started and finished else None,
+                   "progress": progress, "result": stored})
         return
-    for name in ("id", "task", "queue", "priority", "state", "attempts", "worker", "note", "error"):
-        if data.get(name) not in (None, ""):
-            click.echo(f"{name:<10} {data[name]}")
-    click.echo(f"{'params':<10} {data['params']}")
-    if data["progress"]:
-        click.echo(f"{'progress':<10} {data['progress']}")
-    stored = data["result"] or {}
-    if stored.get("result") is not None:
-        click.echo(f"{'result':<10} {stored['result']}")
-    if stored.get("traceback"):
-        click.echo(stored["traceback"])
+    click.echo(job_summary(record, progress, stored))
 
 
 @cli.command()

@@ -60,8 +60,11 @@ def healthy_workers(client: redis.Redis) -> list[dict]:
     for worker_id in gone:
         if client.exists(keys.worker_heartbeat(worker_id)):
             continue  # it beat again meanwhile (a Redis blip, not a death)
-        if client.zrem(keys.workers_registry(), worker_id):  # one pruner per dead worker cleans up
-            assignments.forget_worker(client, worker_id)
+        # Every caller that finds it dead removes its assignments before returning, and only then
+        # its registry entry (idempotent, so concurrent pruners may both): no caller is told a worker
+        # is gone while its jobs still look assigned to it.
+        assignments.forget_worker(client, worker_id)
+        client.zrem(keys.workers_registry(), worker_id)
     return sorted(alive, key=lambda d: d["worker_id"])
 
 

@@ -35,6 +35,7 @@ import torch
 from mistudio.data.packing import PackedTokens
 from mistudio.errors import InvalidInput
 from mistudio.models.hooks import capture_activations, validate_hook_point
+from mistudio.tempdirs import remove_abandoned, temp_sibling
 
 CACHE_FORMAT = "mistudio.activation_cache"
 CACHE_VERSION = 1
@@ -167,8 +168,8 @@ def build_activation_cache(
         )
     batch_contexts = batch_contexts or get_settings().profile.model_batch_size
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # renamed into place when complete
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_abandoned(path.parent)  # partial caches of builders that were killed
+    tmp = temp_sibling(path)  # renamed into place when complete
     tmp.mkdir(parents=True)
     out = np.lib.format.open_memmap(tmp / "activations.npy", mode="w+", dtype=np_dtype, shape=(n_tokens, d_in))
     row, started, last = 0, time.monotonic(), 0.0

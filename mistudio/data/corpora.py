@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mistudio.errors import InvalidInput
+from mistudio.validation import exists, local_path, preview, shorten
 
 STDLIB_SOURCE = "stdlib"
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -38,6 +39,9 @@ _SKIP_MODULES = {
     "ensurepip",
 }
 _MIN_DOCSTRING_CHARS = 64  # one-liners like "Return self." add tokens but no text worth studying
+_SNIFF_BYTES = 1 << 20  # how much of a text file is checked for being text
+_MAX_BAD_BYTES = 0.01  # share of invalid UTF-8 bytes tolerated (a stray Latin-1 byte is not a binary file)
+_NOT_TEXT_FIX = "point source at UTF-8 text (convert with `iconv -t utf-8`), or at .jsonl/.parquet data"
 
 
 def _stdlib_files() -> Iterator[Path]:
@@ -76,7 +80,23 @@ def stdlib_documents() -> Iterator[str]:
         yield from _docstrings(path)
 
 
+def check_text_file(path: Path) -> None:
+    """InvalidInput unless the file's start is UTF-8 text: a binary file would train on replacement characters."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InvalidInput("source", f"cannot read {path}: {exc.strerror}", "check the file and its permissions") from None
+    if b"\x00" in head:
+        raise InvalidInput("source", f"{path} is not text: it holds NUL bytes (a binary file?)", _NOT_TEXT_FIX)
+    bad = len(head) - len(head.decode("utf-8", errors="ignore").encode("utf-8"))
+    if bad > max(3, _MAX_BAD_BYTES * len(head)):  # 3: a multi-byte character cut at the sniff's end
+        raise InvalidInput("source", f"{path} is not UTF-8 text ({bad:,} of its first {len(head):,} bytes are not)",
+                           _NOT_TEXT_FIX)
+
+
 def _txt_documents(path: Path) -> Iterator[str]:
+    check_text_file(path)
     paragraph: list[str] = []
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -90,6 +110,14 @@ def _txt_documents(path: Path) -> Iterator[str]:
 
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    check_text_file(path)
+    try:
+        yield from _jsonl_rows(path, text_field)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("source", f"{path} is not UTF-8 text at byte {exc.start:,}", _NOT_TEXT_FIX) from None
+
+
+def _jsonl_rows(path: Path, text_field: str) -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -116,21 +144,44 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
             yield row[text_field]
 
 
-def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+_NOT_PARQUET_FIX = "write it again (pandas.DataFrame.to_parquet or pyarrow), or use .txt/.jsonl files"
+
+
+def _parquet_file(path: Path, text_field: str):
+    """The open ParquetFile, its text column checked; InvalidInput for a 0-byte, cut or corrupt file."""
+    import pyarrow as pa  # pyarrow: only for parquet corpora
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    columns = pf.schema_arrow.names
-    if text_field not in columns:
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InvalidInput("source", f"{path} is not a readable parquet file ({type(exc).__name__}: {exc})",
+                           _NOT_PARQUET_FIX) from None
+    schema = pf.schema_arrow
+    if text_field not in schema.names:
         raise InvalidInput(
             "text_field",
-            f"{text_field!r} is not a column of {path} (columns: {', '.join(columns)})",
+            f"{preview(text_field)} is not a column of {path} (columns: {shorten(', '.join(schema.names))})",
             "pass text_field= the text column",
         )
-    for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            if isinstance(text, str):
-                yield text
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise InvalidInput("text_field", f"column {text_field!r} of {path} holds {kind}, not text",
+                           "pass text_field= a string column")
+    return pf
+
+
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow as pa
+
+    pf = _parquet_file(path, text_field)
+    try:
+        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+            for text in batch.column(0).to_pylist():
+                if isinstance(text, str):
+                    yield text
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InvalidInput("source", f"{path} is damaged ({type(exc).__name__}: {exc})", _NOT_PARQUET_FIX) from None
 
 
 def _file_documents(path: Path, text_field: str) -> Iterator[str]:
@@ -181,8 +232,8 @@ def iter_documents(
     if source is None or str(source) == STDLIB_SOURCE:
         docs: Iterator[str] = stdlib_documents()
     else:
-        path = Path(source).expanduser()
-        if path.exists():
+        path = local_path(source, "source")
+        if exists(path, "source"):
             docs = (doc for file in local_files(path) for doc in _file_documents(file, text_field))
         else:
             from mistudio.models.download import is_repo_id
@@ -190,7 +241,7 @@ def iter_documents(
             if isinstance(source, Path) or not is_repo_id(str(source)):
                 raise InvalidInput(
                     "source",
-                    f"{str(source)!r} does not exist",
+                    f"{preview(str(source))} does not exist",
                     f"use 'stdlib' (the offline default), a {'/'.join(SUFFIXES)} file or folder, "
                     "or a Hugging Face dataset id",
                 )
@@ -204,17 +255,35 @@ def source_name(source: str | Path | None) -> str:
     return STDLIB_SOURCE if source is None else str(source)
 
 
+def check_file(path: Path, text_field: str) -> None:
+    """The cheap checks of one corpus file (text is text, parquet opens and has the column)."""
+    if path.suffix == ".parquet":
+        _parquet_file(path, text_field)
+    elif path.suffix in (".txt", ".jsonl"):
+        check_text_file(path)
+
+
 def check_corpus(source: str | None, text_field: str, field: str = "source") -> None:
-    """A local corpus must exist and hold text; a hub id is checked when the job runs (network)."""
+    """A local corpus must exist and hold text (every file checked); a hub id is checked when the job runs."""
     from mistudio.models.download import is_repo_id
 
     if source in (None, "stdlib"):
         return
-    if not Path(source).expanduser().exists():
+    if not isinstance(source, str):
+        raise InvalidInput(field, f"must be a path or hub id string, got {preview(source)}", "pass a string")
+    path = local_path(source, field)
+    if not exists(path, field):
         if not is_repo_id(source):
-            raise InvalidInput(field, f"{source!r} does not exist",
+            raise InvalidInput(field, f"{preview(source)} does not exist",
                                "use 'stdlib', a .txt/.jsonl/.parquet file or folder, or a hub dataset id")
         return
-    if next(iter_documents(source, text_field=text_field), None) is None:
-        raise InvalidInput(field, f"{source} holds no text (empty corpus)",
-                           f"point source at files with text in the {text_field!r} field")
+    try:
+        for file in local_files(path):
+            check_file(file, text_field)
+        if next(iter_documents(source, text_field=text_field), None) is None:
+            raise InvalidInput("source", f"{source} holds no text (empty corpus)",
+                               f"point source at files with text in the {text_field!r} field")
+    except InvalidInput as exc:  # the corpus is called `dataset` in a training config
+        if exc.field != "source" or field == "source":
+            raise
+        raise InvalidInput(field, exc.problem, exc.fix) from None

@@ -12,10 +12,12 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mistudio import validation
 from mistudio.data.corpora import SUFFIXES
 from mistudio.errors import InvalidInput
-from mistudio.models.download import download_repo, is_complete, repo_files, repo_slug
+from mistudio.models.download import download_repo, is_complete, is_repo_id, repo_files, repo_slug
 from mistudio.settings import get_settings
+from mistudio.validation import preview
 
 __all__ = ["download_dataset", "dataset_dir", "is_complete", "stream_hub_dataset"]
 
@@ -26,7 +28,11 @@ DATASET_OFFLINE_HINT = (
 
 
 def dataset_dir(dataset_id: str, split: str = "train", config: str | None = None) -> Path:
-    """Where `download_dataset` puts one split of a hub dataset."""
+    """Where `download_dataset` puts one split of a hub dataset (each part checked: never outside data/hub)."""
+    if not is_repo_id(dataset_id):
+        raise InvalidInput("dataset_id", f"{preview(dataset_id)} is not a hub dataset id", "use e.g. 'org/name'")
+    split = validation.name(split, "split")
+    config = validation.optional_name(config, "config")
     return get_settings().data_dir / "hub" / repo_slug(dataset_id) / (config or "default") / split
 
 

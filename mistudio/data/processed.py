@@ -24,12 +24,13 @@ from safetensors.torch import load_file, save_file
 
 from mistudio.data.corpora import iter_documents, source_name
 from mistudio.data.packing import PackedTokens, check_context_length, framing_for, pack_documents
+from mistudio import validation
 from mistudio.errors import InvalidInput
 from mistudio.settings import get_settings
+from mistudio.validation import exists, local_path, preview
 
 FORMAT = "mistudio.dataset"
 VERSION = 1
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
@@ -46,13 +47,13 @@ class ProcessedDataset:
 
     @classmethod
     def load(cls, dataset_id_or_path: str | Path) -> ProcessedDataset:
-        path = Path(dataset_id_or_path)
+        path = local_path(dataset_id_or_path, "dataset_id")
         if not (path / "dataset.json").is_file():
-            path = datasets_dir() / str(dataset_id_or_path)
+            path = datasets_dir() / validation.name(str(dataset_id_or_path), "dataset_id")
         if not (path / "dataset.json").is_file():
             raise InvalidInput(
                 "dataset_id",
-                f"no processed dataset {str(dataset_id_or_path)!r} under {datasets_dir()}",
+                f"no processed dataset {preview(str(dataset_id_or_path))} under {datasets_dir()}",
                 "run process_dataset() first, or pass the dataset's folder",
             )
         info = json.loads((path / "dataset.json").read_text())
@@ -70,7 +71,7 @@ def _tokenizer_and_limit(tokenizer_or_model: Any) -> tuple[Any, str, int | None]
     if tokenizer_or_model is None or isinstance(tokenizer_or_model, (str, Path)):
         from transformers import AutoConfig, AutoTokenizer
 
-        from mistudio.models.loading import resolve_model_path
+        from mistudio.models.folders import resolve_model_path
 
         name, path = resolve_model_path(None if tokenizer_or_model is None else str(tokenizer_or_model))
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -113,8 +114,8 @@ def process_dataset(
     check_context_length(context_length, model_max, framing_for(tokenizer))
 
     src = source_name(source)
-    if src != "stdlib" and Path(src).expanduser().exists():
-        src = str(Path(src).expanduser().absolute())
+    if src != "stdlib" and exists(local_path(src, "source"), "source"):
+        src = str(local_path(src, "source").absolute())
     settings = {
         "source": src,
         "model": model_name,
@@ -125,11 +126,8 @@ def process_dataset(
         "config": config,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    dataset_id = dataset_id or f"{_slug(src)}-{_slug(model_name)}-ctx{context_length}-{digest}"
-    if not _ID.match(dataset_id):
-        raise InvalidInput(
-            "dataset_id", f"{dataset_id!r} is not a valid id", "use letters, digits, '.', '_' and '-' (max 128)"
-        )
+    dataset_id = validation.name(dataset_id or f"{_slug(src)}-{_slug(model_name)}-ctx{context_length}-{digest}",
+                                 "dataset_id")  # it names a folder under data/datasets
 
     path = datasets_dir() / dataset_id
     if (path / "dataset.json").is_file() and not overwrite:

@@ -4,7 +4,9 @@ Workers publish (`publish`, or a throttled `Publisher` that never blocks the cal
 notebooks subscribe (`Subscription`: a sync iterator, or `async for` on the kernel's
 event loop). Every event is also kept in a capped per-channel stream, so a subscriber
 that joins late or reconnects gets the backlog first, then live events: no gap, no
-duplicate (subscribe first, read history, drop by seq).
+duplicate (subscribe first, read history, drop by seq). The subscription rules live in one
+sans-IO state machine (`state.py`) that the sync and asyncio faces both drive; it survives
+Redis restarts (also ones that lost writes) and skips and counts bad messages.
 """
 
 from mistudio.events.publish import Publisher, history, latest, publish

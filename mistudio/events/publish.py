@@ -17,7 +17,7 @@ from collections import deque
 
 import redis
 
-from mistudio.events.types import TERMINAL_TYPES, Event, check, parse
+from mistudio.events.types import TERMINAL_TYPES, Event, Malformed, check, parse
 from mistudio.redis import keys
 from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.redis.scripts import script
@@ -64,15 +64,24 @@ def _jsonable(value):
 
 
 def latest(channel: str, settings: Settings | None = None) -> Event | None:
-    raw = get_client("pubsub", settings=settings).get(keys.event_latest(channel))
-    return parse(channel, raw) if raw else None
+    """The channel's latest event (None if there is none, or it is not a miStudio event)."""
+    raw = get_client("pubsub", decode_responses=False, settings=settings).get(keys.event_latest(channel))
+    return next(_events(channel, [raw]), None) if raw else None
 
 
 def history(channel: str, after_seq: int = 0, count: int | None = None, settings: Settings | None = None) -> list[Event]:
-    """Stored events with seq > after_seq, oldest first."""
-    client = get_client("pubsub", settings=settings)
+    """Stored events with seq > after_seq, oldest first (entries that are not events skipped)."""
+    client = get_client("pubsub", decode_responses=False, settings=settings)
     entries = client.xrange(keys.event_history(channel), f"({'0-%d' % after_seq}" if after_seq else "-", "+", count=count)
-    return [parse(channel, fields["m"]) for _, fields in entries]
+    return list(_events(channel, (fields.get(b"m") for _, fields in entries)))
+
+
+def _events(channel: str, raws):
+    for raw in raws:
+        try:
+            yield parse(channel, raw)
+        except Malformed as exc:
+            logger.warning("skipping a stored message that is not a miStudio event: %s", exc)
 
 
 class Publisher:

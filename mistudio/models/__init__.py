@@ -11,8 +11,9 @@ from mistudio.lazy import lazy_exports
 _EXPORTS = {
     "LoadedModel": "loading",
     "load_model": "loading",
-    "resolve_model_path": "loading",
-    "bundled_model_path": "loading",
+    "resolve_model_path": "folders",
+    "inspect_model": "folders",
+    "bundled_model_path": "folders",
     "model_metadata": "metadata",
     "download_model": "download",
     "HubUnavailable": "download",

@@ -21,12 +21,14 @@ from tqdm import tqdm
 
 from mistudio.errors import InvalidInput, MistudioError
 from mistudio.settings import get_settings
+from mistudio.validation import preview
 
 Progress = Callable[[dict], None]
 COMPLETE_MARKER = ".mistudio-complete.json"
 # Top-level files a transformers model needs: config, tokenizer, weights. Skips ONNX/TF/Flax copies.
 _MODEL_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".tiktoken")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# 'name' or 'org/name' (each part at most 96 characters, as on the hub); it names one folder (org--name).
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
 
 class HubUnavailable(MistudioError, ConnectionError):
@@ -46,7 +48,7 @@ MODEL_OFFLINE_HINT = (
 
 
 def is_repo_id(name: str) -> bool:
-    return bool(_REPO_ID.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_REPO_ID.fullmatch(name)) and ".." not in name
 
 
 def repo_slug(repo_id: str) -> str:
@@ -73,7 +75,7 @@ def repo_files(repo_id: str, repo_type: str, revision: str | None, hint: str) ->
     field = "model_id" if repo_type == "model" else "dataset_id"
     if not is_repo_id(repo_id):
         raise InvalidInput(
-            field, f"{repo_id!r} is not a hub id", "use 'name' or 'org/name', e.g. 'openai-community/gpt2'"
+            field, f"{preview(repo_id)} is not a hub id", "use 'name' or 'org/name', e.g. 'openai-community/gpt2'"
         )
     if constants.HF_HUB_OFFLINE:
         raise HubUnavailable(repo_id, "HF_HUB_OFFLINE is set", hint)

@@ -8,7 +8,8 @@ Names follow TransformerLens / SAELens, so SAEs trained here line up with that e
     blocks.{L}.hook_resid_post   residual stream leaving block L
 
 Each architecture maps these names onto its own modules with a three-field `Layout`. Adding an
-architecture is one line in `LAYOUTS` (and a test with a tiny random config).
+architecture is one line in `LAYOUTS` (in hook_names.py, the torch-free half that validation
+before queueing uses) and a test with a tiny random config.
 
 BERT-style encoders are post-LayerNorm: their residual stream is the block's *normalised* output,
 and attn_out / mlp_out are the sub-layers' dense outputs before the residual add and LayerNorm.
@@ -18,73 +19,24 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from mistudio.errors import InvalidInput
-
-# Execution order inside a block: the order hooks fire in, used to stop the forward pass early.
-HOOK_KINDS = ("resid_pre", "attn_out", "mlp_out", "resid_post")
-_NAME = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|attn_out|mlp_out|resid_post)$")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where an architecture keeps its blocks and sub-layers (dotted attribute paths)."""
-
-    blocks: str  # from the base model (model.base_model) to the nn.ModuleList of blocks
-    attn: str  # inside a block: the module whose output is the attention contribution
-    mlp: str  # inside a block: the module whose output is the MLP contribution
-    causal: bool  # decoder (causal LM) or bidirectional encoder
-
-
-_LLAMA_LIKE = Layout(blocks="layers", attn="self_attn", mlp="mlp", causal=True)
-_BERT_LIKE = Layout(blocks="encoder.layer", attn="attention.output.dense", mlp="output.dense", causal=False)
-
-# Keyed by config.model_type. Every entry is exercised by tests/test_models_hooks.py.
-LAYOUTS: dict[str, Layout] = {
-    "gpt2": Layout(blocks="h", attn="attn", mlp="mlp", causal=True),
-    "gpt_neox": Layout(blocks="layers", attn="attention", mlp="mlp", causal=True),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "bert": _BERT_LIKE,
-    "roberta": _BERT_LIKE,
-}
-
-
-@dataclass(frozen=True)
-class HookPoint:
-    name: str
-    layer: int
-    kind: str  # one of HOOK_KINDS
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return (self.layer, HOOK_KINDS.index(self.kind))
-
-
-def hook_point_names(n_layers: int) -> list[str]:
-    """All hook point names for a model with `n_layers` blocks, in execution order."""
-    return [f"blocks.{layer}.hook_{kind}" for layer in range(n_layers) for kind in HOOK_KINDS]
-
-
-def parse_hook_point(name: str) -> HookPoint:
-    match = _NAME.match(name) if isinstance(name, str) else None
-    if not match:
-        raise InvalidInput(
-            "hook_point",
-            f"{name!r} is not a hook point name",
-            "use blocks.{L}.hook_resid_pre, blocks.{L}.hook_resid_post, blocks.{L}.hook_attn_out or "
-            "blocks.{L}.hook_mlp_out, e.g. blocks.3.hook_resid_post",
-        )
-    return HookPoint(name, int(match.group(1)), match.group(2))
+from mistudio.models.hook_names import (  # noqa: F401  (re-exported: the torch-free half of this module)
+    HOOK_KINDS,
+    LAYOUTS,
+    HookPoint,
+    Layout,
+    _describe_choices,
+    hook_point_names,
+    layout_for,
+    parse_hook_point,
+    validate_hook_point_in,
+)
 
 
 def _unwrap(model: Any) -> Any:
@@ -95,17 +47,6 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
-def layout_for(model_type: str | None) -> Layout:
-    try:
-        return LAYOUTS[model_type]  # type: ignore[index]
-    except KeyError:
-        raise InvalidInput(
-            "model",
-            f"architecture {model_type!r} has no hook-point mapping",
-            f"use a model of type {', '.join(sorted(LAYOUTS))}, or add a Layout to mistudio/models/hooks.py",
-        ) from None
-
-
 def list_hook_points(model: Any) -> list[str]:
     """The hook points of a model, LoadedModel or transformers config, in execution order."""
     model = _unwrap(model)
@@ -114,33 +55,14 @@ def list_hook_points(model: Any) -> list[str]:
     return hook_point_names(int(config.num_hidden_layers))
 
 
-def _describe_choices(valid: list[str]) -> str:
-    if len(valid) <= 24:
-        return "use one of " + ", ".join(valid)
-    n_layers = len(valid) // len(HOOK_KINDS)
-    return (
-        f"use blocks.{{L}}.hook_{{{'|'.join(HOOK_KINDS)}}} with L in 0..{n_layers - 1}, "
-        f"e.g. blocks.{n_layers // 2}.hook_resid_post"
-    )
-
-
 def validate_hook_point(model_or_metadata: Any, hook_point: str) -> None:
     """Raise InvalidInput unless `hook_point` exists. Works from `model_metadata()` alone (before queueing)."""
     if isinstance(model_or_metadata, dict):
-        valid = list(model_or_metadata.get("hook_points") or [])
-        arch = model_or_metadata.get("model_type") or model_or_metadata.get("architecture")
-        if not valid:
-            layout_for(arch)  # raises the "unsupported architecture" error
-    else:
-        valid = list_hook_points(model_or_metadata)
-        config = getattr(_unwrap(model_or_metadata), "config", model_or_metadata)
-        arch = getattr(config, "model_type", None)
-    if hook_point not in valid:
-        raise InvalidInput(
-            "hook_point",
-            f"{hook_point!r} is not a hook point of this {arch} model ({len(valid) // len(HOOK_KINDS)} layers)",
-            _describe_choices(valid),
-        )
+        validate_hook_point_in(model_or_metadata, hook_point)
+        return
+    valid = list_hook_points(model_or_metadata)
+    config = getattr(_unwrap(model_or_metadata), "config", model_or_metadata)
+    validate_hook_point_in({"hook_points": valid, "model_type": getattr(config, "model_type", None)}, hook_point)
 
 
 def _get(module: nn.Module, dotted: str) -> nn.Module:

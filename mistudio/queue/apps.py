@@ -12,13 +12,14 @@ import traceback
 
 from huey import Huey
 
-from mistudio.queue import context, records
+from mistudio.queue import context, endings
 from mistudio.queue.routes import queue_spec
 from mistudio.queue.serializer import JSONSerializer
 from mistudio.queue.storage import LeaseStorage
 from mistudio.queue.tasks import TaskSpec, all_tasks
 from mistudio.redis.connection import connection_pool
 from mistudio.settings import Settings, get_settings
+from mistudio.validation import check_params
 
 logger = logging.getLogger("mistudio.queue")
 
@@ -30,34 +31,39 @@ def run_job(spec: TaskSpec, job_id: str, params: dict):
     """The body of every Huey task: run the task function and record how it ended."""
     ctx = context.current()
     try:
+        params = check_params(spec, params)  # a message is input: checked again, as at submit; bad ones fail here
         result = spec.fn(ctx, **params)
     except Exception as exc:
         reason = ctx.stop_reason
         if reason in ("lease_lost", "shutdown"):
             logger.info("job %s: stopped (%s); another delivery will run it", job_id, reason)
             return None
-        if reason == "cancelled" or isinstance(exc, context.JobStopped) and reason == "cancelled":
-            _commit(ctx, "cancelled", error="cancelled by user")
+        if reason == "cancelled":
+            _commit(ctx, spec, params, "cancelled", error="cancelled by user")
             return None
         error = "time limit exceeded" if reason == "time_limit" else f"{type(exc).__name__}: {exc}"
-        _commit(ctx, "failed", error=error, tb=traceback.format_exc())
+        if not _commit(ctx, spec, params, "failed", error=error, tb=traceback.format_exc()):
+            return None  # not ours to record any more (lease lost): another delivery runs it
         raise
     reason = ctx.stop_reason
     if reason in ("lease_lost", "shutdown"):
         return None
     if reason == "cancelled":
-        _commit(ctx, "cancelled", result=result, error="cancelled by user")
+        _commit(ctx, spec, params, "cancelled", result=result, error="cancelled by user")
     elif reason == "time_limit":
-        _commit(ctx, "failed", result=result, error="time limit exceeded")
+        _commit(ctx, spec, params, "failed", result=result, error="time limit exceeded")
     else:
-        _commit(ctx, "succeeded", result=result)
+        _commit(ctx, spec, params, "succeeded", result=result)
     return None
 
 
-def _commit(ctx: context.JobContext, state: str, *, result=None, error=None, tb=None) -> bool:
+def _commit(ctx: context.JobContext, spec: TaskSpec, params: dict, state: str, *, result=None, error=None,
+            tb=None) -> bool:
+    """The job's outcome, written only under its lease (checked, then compare-and-set on it)."""
     if not ctx.before_commit():
         return False
-    return records.finish(ctx.results, ctx.job_id, state, result=result, error=error, traceback=tb)
+    return endings.finish(ctx.results, ctx.job_id, state, task=spec.name, params=params, lease=ctx.lease_id,
+                          result=result, error=error, traceback=tb)
 
 
 class MistudioHuey(Huey):
@@ -78,7 +84,9 @@ def _register(app: Huey, spec: TaskSpec) -> None:
         return run_job(spec, job_id, params)
 
     entry.__name__ = entry.__qualname__ = spec.name.replace(".", "_")
-    app.mistudio_tasks[spec.name] = app.task(name=spec.name, retries=0)(entry)
+    wrapper = app.task(name=spec.name, retries=0)(entry)
+    app.mistudio_tasks[spec.name] = wrapper
+    app.message_names[app._registry.task_to_string(wrapper.task_class)] = spec.name  # as messages name it
 
 
 def huey_app(queue: str, settings: Settings | None = None) -> Huey:
@@ -99,7 +107,7 @@ def huey_app(queue: str, settings: Settings | None = None) -> Huey:
                 connection_pool=pool,
                 lease_seconds=settings.lease_seconds,
             )
-            app.mistudio_tasks = {}
+            app.mistudio_tasks, app.message_names = {}, {}
             for task_spec in all_tasks().values():
                 _register(app, task_spec)
             _apps[key] = app

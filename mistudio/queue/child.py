@@ -4,8 +4,17 @@ CUDA cannot survive fork, so the worker spawns a fresh interpreter. The worker s
 one JSON line {"start": {...}} on stdin, then possibly {"stop": reason}; the child runs
 the task through its queue's Huey app with a JobContext whose stop flag follows those
 lines. The parent keeps the lease; the child checks it before each commit (fencing).
-The child dies with its parent (PR_SET_PDEATHSIG, plus a watchdog on other systems),
-so a worker killed with SIGKILL never leaves a job running behind its back.
+
+The child dies with its parent, so a worker killed with SIGKILL never leaves a job
+running behind its back, even when killed while spawning it: the worker sets
+PR_SET_PDEATHSIG in the forked child before exec (`parent_death_preexec`) and then
+checks the parent is still the one that forked it (the signal is armed only for the
+parent alive at that moment); the child checks MISTUDIO_PARENT_PID again first thing,
+and a watchdog thread compares it with getppid() (systems without prctl).
+
+Exit status: 0 when the task ran to an end it recorded itself; LEASE_LOST_EXIT when it
+stopped because its lease is gone or could not be confirmed (the worker gives the job
+back; it does not fail).
 """
 
 from __future__ import annotations
@@ -18,22 +27,49 @@ import sys
 import threading
 import time
 
+PARENT_ENV = "MISTUDIO_PARENT_PID"
+LEASE_LOST_EXIT = 75  # EX_TEMPFAIL
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = int(signal.SIGKILL)
 
-def _die_with_parent() -> None:
-    parent = os.getppid()
+
+def _load_prctl():
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _load_prctl()  # resolved before any fork: the preexec hook only calls it
+
+
+def parent_death_preexec(parent: int):
+    """A subprocess preexec_fn (runs in the forked child before exec): SIGKILL this process
+    when its parent dies, and exit now if the parent already died (the child was reparented)."""
+
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+        if os.getppid() != parent:
+            os._exit(137)
+
+    return preexec
+
+
+def _die_with_parent() -> None:
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+    if os.getppid() != parent:
+        os._exit(137)
 
     def watch():
         while True:
             if os.getppid() != parent:
                 os._exit(137)
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
@@ -68,7 +104,7 @@ def main() -> int:
     threading.Thread(target=_read_commands, args=(ctx,), name="commands", daemon=True).start()
     context.activate(ctx)
     app.execute(task)
-    return 0
+    return LEASE_LOST_EXIT if ctx.stop_reason == "lease_lost" else 0
 
 
 if __name__ == "__main__":

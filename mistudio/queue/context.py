@@ -4,6 +4,12 @@ A task receives it as its first argument. It reports progress, asks whether it s
 stop (cancel, lost lease, time limit, worker shutdown) and, before committing a
 checkpoint or result, whether its lease still holds (fencing): a task that lost its
 lease to a redelivery must not overwrite the new attempt's work.
+
+"Redis cannot be reached" is not "the lease is lost": a commit waits and asks again
+(for up to a lease length, the longest a lease can outlive its last renewal), so a
+Redis restart shorter than the lease costs the job nothing. Only a lease known to be
+gone, or one that could not be confirmed for that long, refuses the commit; the job
+then stops as "lease_lost" and comes back through the queue: it does not fail.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import redis
+
 from mistudio.queue import records
 
 logger = logging.getLogger("mistudio.queue")
 
 STOP_REASONS = ("cancelled", "lease_lost", "time_limit", "shutdown")
+# Redis away (restarting, loading its data, network): worth waiting for.
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+PROGRESS_BACKOFF = 2.0  # seconds without progress writes after one failed (Redis away: keep training)
 _current: contextvars.ContextVar["JobContext"] = contextvars.ContextVar("mistudio_job")
 
 
@@ -40,6 +51,7 @@ class JobContext:
     stop_reason: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
+    _progress_paused_until: float = 0.0
     _listeners: list = field(default_factory=list)
 
     # --- stopping ------------------------------------------------------------------
@@ -67,27 +79,54 @@ class JobContext:
     # --- fencing -------------------------------------------------------------------
 
     def lease_valid(self) -> bool:
-        if self.stop_reason in ("lease_lost", "shutdown"):
-            return False
-        try:
-            return self.storage.lease_valid(self.lease_id)
-        except Exception:  # cannot prove we hold it: do not commit
-            logger.exception("job %s: cannot check the lease", self.job_id)
-            return False
+        """True while this delivery holds its lease. Waits while Redis cannot be reached."""
+        return self._confirm("the lease", lambda: self.storage.lease_valid(self.lease_id))
 
     def before_commit(self, *_args) -> bool:
         """Call right before writing a checkpoint or result; False means: write nothing.
         Both fences must hold: the queue lease, and (on a GPU queue) the device's GPU lock
-        token this process was started with (coord.locks.job_fence)."""
+        token this process was started with (coord.locks.job_fence). A fence found lost
+        stops the job as "lease_lost": another delivery will run it."""
         from mistudio.coord import locks
 
         if not self.lease_valid():
             logger.warning("job %s: lease %s lost, refusing to commit", self.job_id, self.lease_id)
+            self.stop("lease_lost")
             return False
-        if not locks.job_may_commit():
-            logger.warning("job %s: the GPU lock has a newer holder, refusing to commit", self.job_id)
-            return False
+        fence = locks.job_fence()
+        if fence is not None:
+            from mistudio.redis.connection import get_client
+
+            client = get_client("locks")
+            if not self._confirm("the GPU lock", lambda: locks.check_fence(client, *fence)):
+                logger.warning("job %s: the GPU lock has a newer holder, refusing to commit", self.job_id)
+                self.stop("lease_lost")
+                return False
         return True
+
+    def _confirm(self, what: str, check) -> bool:
+        """check() -> bool, asked again while Redis cannot be reached, for up to a lease length
+        (or until this delivery is told its lease is lost or the worker stops)."""
+        give_up, delay = None, 0.1
+        while self.stop_reason not in ("lease_lost", "shutdown"):
+            try:
+                return bool(check())
+            except UNREACHABLE as exc:
+                now = time.monotonic()
+                if give_up is None:
+                    give_up = now + float(self.storage.lease_seconds)
+                    logger.warning("job %s: cannot reach Redis to check %s (%s); asking again for up to %.0f s",
+                                   self.job_id, what, exc, give_up - now)
+                elif now >= give_up:
+                    logger.warning("job %s: could not confirm %s for %.0f s", self.job_id, what,
+                                   self.storage.lease_seconds)
+                    return False
+            except Exception:  # an answer we cannot read proves nothing: do not commit
+                logger.exception("job %s: cannot check %s", self.job_id, what)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return False
 
     # --- progress ------------------------------------------------------------------
 
@@ -102,11 +141,15 @@ class JobContext:
             fn(data, force)
         if not force and now - self._last_progress < self.progress_interval:
             return
+        if now < self._progress_paused_until:
+            return
         self._last_progress = now
         try:
             records.set_progress(self.results, self.job_id, {**data, "attempt": self.attempt, "time": time.time()})
-        except Exception:  # progress is best effort; the job goes on
-            logger.exception("job %s: progress write failed", self.job_id)
+        except Exception as exc:  # progress is best effort; the job goes on
+            self._progress_paused_until = now + PROGRESS_BACKOFF
+            logger.warning("job %s: progress write failed (%s); skipping them for %.0f s", self.job_id, exc,
+                           PROGRESS_BACKOFF)
 
 
 def current() -> JobContext:

@@ -5,8 +5,17 @@ state, attempts, worker, created/started/finished times, error. Beside it, a pro
 snapshot (JSON, TTL 1 h) and the result or error with traceback (JSON, TTL 24 h), as
 the seed's Celery meta keys. A record stays until 24 h after its job ends.
 
-State changes go through a compare-and-set script so that, e.g., a late reaper never
-turns a finished job back into a queued one.
+A record's state follows its queue message (mistudio.queue.storage):
+
+    queued ──start──► running ──finish──► succeeded | failed | cancelled | dead
+      ▲                  │
+      └──mark_queued─────┘  (its delivery was released or reaped; the next one starts it)
+    queued ──finish──► cancelled | dead      retry: failed | cancelled | dead ──► queued
+
+Every change is a compare-and-set script on the state and, while the job runs, on the
+lease id of the delivery that changes it: a start refuses an expired lease, and only the
+current delivery may requeue or finish a running job. So a late reaper or a stale worker
+never makes the record say "queued" while a newer delivery runs, nor overwrites its outcome.
 """
 
 from __future__ import annotations
@@ -79,30 +88,37 @@ def get(client: redis.Redis, job_id: str) -> dict | None:
     return _decode(raw) if raw else None
 
 
-def update_if(client: redis.Redis, job_id: str, allowed: tuple[str, ...] | frozenset, ttl: int = 0, **fields) -> bool:
-    """Set fields if the record's state is in allowed (empty: any). ttl > 0 makes the record expire."""
+def update_if(client: redis.Redis, job_id: str, allowed: tuple[str, ...] | frozenset, ttl: int = 0, *,
+              if_lease: str = "", **fields) -> bool:
+    """Set fields if the record's state is in allowed (empty: any) and, when it is running, it
+    runs under the lease if_lease (empty: any). ttl > 0 makes the record expire."""
     fields.setdefault("updated_at", time.time())
-    args = [",".join(sorted(allowed)), int(ttl)]
+    args = [",".join(sorted(allowed)), int(ttl), if_lease]
     for name, value in fields.items():
         args += [name, "" if value is None else (json.dumps(value) if isinstance(value, (dict, list)) else str(value))]
     return bool(script(client, "job_update_if")(keys=[keys.job(job_id)], args=args))
 
 
-def start(client: redis.Redis, job_id: str, *, worker: str, lease: str, attempt: int) -> tuple[str, dict | None]:
+def start(client: redis.Redis, job_id: str, *, worker: str, lease: str, attempt: int,
+          deadline: float) -> tuple[str, dict | None]:
     """Mark a claimed job running, reading its record in the same round trip.
-    Returns ("run", record), ("skip", {"state": final_state}) or ("missing", None)."""
-    out = script(client, "job_start")(keys=[keys.job(job_id)], args=[worker, lease, attempt, time.time()])
+    Returns ("run", record), ("skip", {"state": final_state}), ("missing", None), or
+    ("expired", None) when the lease's deadline (Redis time) passed before the start."""
+    out = script(client, "job_start")(keys=[keys.job(job_id)], args=[worker, lease, attempt, time.time(), deadline])
     if out[0] == -1:
         return "missing", None
+    if out[0] == -2:
+        return "expired", None
     if out[0] == 0:
         return "skip", {"state": out[1]}
     flat = out[1:]
     return "run", _decode(dict(zip(flat[::2], flat[1::2])))
 
 
-def mark_queued(client: redis.Redis, job_id: str, note: str) -> bool:
-    """Back on the queue after its worker stopped or died (only from running)."""
-    return update_if(client, job_id, ("running",), state="queued", worker="", lease="", note=note)
+def mark_queued(client: redis.Redis, job_id: str, note: str, *, lease: str) -> bool:
+    """Back on the queue after its delivery (lease) was released or reaped: only from running
+    under that lease, so a newer delivery that already started keeps its "running"."""
+    return update_if(client, job_id, ("running",), if_lease=lease, state="queued", worker="", lease="", note=note)
 
 
 def finish(
@@ -114,8 +130,10 @@ def finish(
     error: str | None = None,
     traceback: str | None = None,
     allowed: tuple[str, ...] | frozenset = ACTIVE,
+    lease: str = "",
 ) -> bool:
-    """Move a job to a final state, store its result/error (TTL 24 h) and wake waiters."""
+    """Move a job to a final state, store its result/error (TTL 24 h) and wake waiters.
+    lease: the delivery that ends it; a running job under another lease is left alone."""
     assert state in TERMINAL, state
     now = time.time()
     payload = {"state": state, "result": result, "error": error, "traceback": traceback, "finished_at": now}
@@ -123,7 +141,7 @@ def finish(
         script(client, "job_finish")(
             keys=[keys.job(job_id), keys.job_result(job_id), keys.job_cancel(job_id)],
             args=[",".join(sorted(allowed)), state, json.dumps(payload, default=str), RESULT_TTL, now,
-                  (error or "")[:2000], keys.job_finished_channel(), job_id],
+                  (error or "")[:2000], keys.job_finished_channel(), job_id, lease],
         )
     )
 
@@ -150,16 +168,22 @@ def get_result(client: redis.Redis, job_id: str) -> dict | None:
 
 
 def request_cancel(client: redis.Redis, job_id: str) -> bool:
-    """A flag the running job's worker polls (it expires with the result TTL)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.set(keys.job_cancel(job_id), "1", ex=RESULT_TTL)
-    pipe.hset(keys.job(job_id), "cancel_requested", "1")
-    pipe.execute()
-    return True
+    """Set the flag the running job's worker polls (it expires with the result TTL).
+    False if the job is not running (it ended, or is queued: finish it instead)."""
+    return bool(script(client, "job_request_cancel")(keys=[keys.job(job_id), keys.job_cancel(job_id)],
+                                                      args=[RESULT_TTL]))
 
 
-def cancel_requested(client: redis.Redis, job_id: str) -> bool:
-    return bool(client.exists(keys.job_cancel(job_id)))
+def stop_reason(client: redis.Redis, job_id: str, lease: str) -> str | None:
+    """What a delivery running under lease must do, from its record in one read: "cancelled"
+    (asked, or the record was cancelled), "lease_lost" (the record moved on: requeued,
+    ended, or running under another lease), or None (carry on)."""
+    state, current, cancel = client.hmget(keys.job(job_id), "state", "lease", "cancel_requested")
+    if cancel == "1" or state == "cancelled":
+        return "cancelled"
+    if state != "running" or current != lease:
+        return "lease_lost"
+    return None
 
 
 def list_records(client: redis.Redis, limit: int = 50, offset: int = 0) -> list[dict]:

@@ -6,14 +6,37 @@ loses the task. This storage claims a message into an in-flight hash under a lea
 worker renews the lease while the task runs and acknowledges it after; a reaper
 requeues expired leases and dead-letters a job after max_attempts deliveries.
 
+A message's states and transitions (each arrow is one Lua script, so atomic):
+
+    (submit) ──enqueue──► PENDING ──claim──► IN FLIGHT ──ack──► (gone)
+                           ▲   ▲                 │
+                           │   └─release, reap───┤ (attempts < max)
+                           │                     │
+                           └──requeue_dead─── DEAD ◄──reap (attempts >= max), bury
+
+- claim: attempt + 1, a lease with a deadline (Redis TIME);
+- ack: the job ended, in any final state;
+- release: the worker stops (SIGTERM/SIGINT), its child crashed, or a commit could not
+  be proven under the lease (the job comes back at once instead of after the deadline);
+- reap: the deadline passed (the worker died or hung);
+- bury: undecodable, an invalid job id or task, or it killed its process every attempt;
+- requeue_dead: `mistudio retry` of a dead job.
+
+Attempts are counted per job id, or per message digest for a message without one, so
+every message reaches the dead letters; each dead letter keeps its reason
+(keys.queue_dead_info). A renewal past the deadline is refused: an expired lease is
+lost even before the reaper has moved it.
+
 Contract of each method (beyond Huey's BaseStorage):
 - enqueue(data, priority): add a message; higher priority first, FIFO within one.
 - claim(worker_id) -> Lease | None: take the next message under a lease; blocks up
   to read_timeout when the queue is empty.
 - renew(lease) -> bool: extend the lease; False means it was lost: stop, commit nothing.
-- lease_valid(lease_id) -> bool: the lease exists and its deadline has not passed.
+- lease_valid(lease_id) -> bool: the lease exists and its deadline has not passed
+  (raises when Redis cannot be reached: that proves nothing either way).
 - ack(lease) -> bool: the job ended; False if the lease had already been lost.
 - release(lease) -> bool: give the message back at once (worker shutting down).
+- bury(lease, reason) -> bool: move it to the dead letters with the reason.
 - reap(max_attempts) -> list[Reaped]: requeue or dead-letter expired leases.
 - requeue_dead(job_id, priority) -> bool: a dead job goes back on the queue.
 """
@@ -28,6 +51,7 @@ from dataclasses import dataclass
 import redis
 from huey.storage import RedisStorage
 
+from mistudio.queue.ids import is_valid_job_id
 from mistudio.redis import keys
 from mistudio.redis.connection import Client
 from mistudio.redis.scripts import script
@@ -67,6 +91,7 @@ class LeaseStorage(RedisStorage):
         self.k_info = keys.queue_lease_info(q)
         self.k_attempts = keys.queue_attempts(q)
         self.k_dead = keys.queue_dead(q)
+        self.k_dead_info = keys.queue_dead_info(q)
         self.k_notify = keys.queue_notify(q)
         assert self.k_pending == self.queue_key  # Huey's own layout: huey tools still see the queue
         self._enqueue = script(self.conn, "queue_enqueue")
@@ -74,6 +99,7 @@ class LeaseStorage(RedisStorage):
         self._renew = script(self.conn, "queue_renew")
         self._ack = script(self.conn, "queue_ack")
         self._release = script(self.conn, "queue_release")
+        self._bury = script(self.conn, "queue_bury")
         self._reap = script(self.conn, "queue_reap")
         self._requeue_dead = script(self.conn, "queue_requeue_dead")
 
@@ -108,12 +134,7 @@ class LeaseStorage(RedisStorage):
         if res is None:
             return None
         message, attempt, deadline, score = res
-        job_id = ""
-        try:
-            job_id = json.loads(message).get("id") or ""
-        except (ValueError, AttributeError):
-            pass
-        return Lease(lease_id, self.name, job_id, int(attempt), float(deadline), message, float(score))
+        return Lease(lease_id, self.name, _message_id(message), int(attempt), float(deadline), message, float(score))
 
     def claim(self, worker_id: str, block: bool = True) -> Lease | None:
         lease = self._claim_once(worker_id)
@@ -137,26 +158,26 @@ class LeaseStorage(RedisStorage):
         return deadline is not None and float(deadline) > secs + micros / 1e6
 
     def ack(self, lease: Lease) -> bool:
-        return bool(self._ack(keys=[self.k_inflight, self.k_leases, self.k_info, self.k_attempts], args=[lease.id, lease.job_id]))
+        return bool(self._ack(keys=[self.k_inflight, self.k_leases, self.k_info, self.k_attempts], args=[lease.id]))
 
     def release(self, lease: Lease) -> bool:
         return bool(
             self._release(keys=[self.k_pending, self.k_inflight, self.k_leases, self.k_info, self.k_notify], args=[lease.id])
         )
 
-    def bury(self, lease: Lease) -> bool:
-        """Ack and keep the message in the dead letters (a job that keeps crashing its process)."""
-        pipe = self.conn.pipeline(transaction=True)
-        pipe.hdel(self.k_inflight, lease.id)
-        pipe.zrem(self.k_leases, lease.id)
-        pipe.hdel(self.k_info, lease.id)
-        pipe.hdel(self.k_attempts, lease.job_id)
-        pipe.hset(self.k_dead, lease.job_id, lease.message)
-        return bool(pipe.execute()[0])
+    def bury(self, lease: Lease, reason: str) -> bool:
+        """Move the message to the dead letters with reason (it never runs again by itself).
+        Keyed by its job id; a message without a valid id gets a key of its own."""
+        key = lease.job_id if is_valid_job_id(lease.job_id) else f"?{lease.id}"
+        return bool(self._bury(
+            keys=[self.k_inflight, self.k_leases, self.k_info, self.k_attempts, self.k_dead, self.k_dead_info],
+            args=[lease.id, key, reason, lease.job_id],
+        ))
 
     def reap(self, max_attempts: int, limit: int = 100) -> list[Reaped]:
         flat = self._reap(
-            keys=[self.k_pending, self.k_inflight, self.k_leases, self.k_info, self.k_attempts, self.k_dead, self.k_notify],
+            keys=[self.k_pending, self.k_inflight, self.k_leases, self.k_info, self.k_attempts, self.k_dead, self.k_notify,
+                  self.k_dead_info],
             args=[max_attempts, limit],
         )
         out = []
@@ -168,7 +189,8 @@ class LeaseStorage(RedisStorage):
     def requeue_dead(self, job_id: str, priority: int) -> bool:
         return bool(
             self._requeue_dead(
-                keys=[self.k_dead, self.k_pending, keys.queue_seq(), self.k_attempts, self.k_notify], args=[job_id, priority]
+                keys=[self.k_dead, self.k_pending, keys.queue_seq(), self.k_attempts, self.k_notify, self.k_dead_info],
+                args=[job_id, priority],
             )
         )
 
@@ -186,8 +208,31 @@ class LeaseStorage(RedisStorage):
     def dead_job_ids(self) -> list[str]:
         return [k.decode() if isinstance(k, bytes) else k for k in self.conn.hkeys(self.k_dead)]
 
+    def dead_letters(self) -> dict[str, dict]:
+        """key -> {message (bytes), reason, job_id, at} for every dead letter."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hgetall(self.k_dead)
+        pipe.hgetall(self.k_dead_info)
+        messages, infos = pipe.execute()
+        out = {}
+        for key, message in messages.items():
+            info = json.loads(infos.get(key) or "{}")
+            out[key.decode() if isinstance(key, bytes) else key] = {"message": message, "reason": info.get("reason"),
+                                                                     "job_id": info.get("job_id"), "at": info.get("at")}
+        return out
+
     def inflight_leases(self) -> dict[str, dict]:
         return {
             (k.decode() if isinstance(k, bytes) else k): json.loads(v)
             for k, v in self.conn.hgetall(self.k_info).items()
         }
+
+
+def _message_id(message: bytes) -> str:
+    """The message's top-level string "id" (what the claim script counts by), else ""."""
+    try:
+        decoded = json.loads(message)
+    except ValueError:  # includes bad UTF-8
+        return ""
+    value = decoded.get("id") if isinstance(decoded, dict) else None
+    return value if isinstance(value, str) else ""

@@ -3,6 +3,9 @@
 A task is a plain function `fn(job, **params) -> dict` (job: a JobContext). It is
 registered with `@task("name", validate=...)`; `validate(params) -> params` runs in the
 submitting process, before anything is queued, and raises InvalidInput for bad input.
+`on_failure(job_id, params, error)` runs whenever the job ends failed or dead, whoever
+records it (the task itself, its worker, the reaper): e.g. train_sae publishes its
+`training.error` event there, so every failure path ends the event stream.
 The modules that define tasks live in mistudio.tasks and are imported on first use.
 """
 
@@ -20,16 +23,18 @@ class TaskSpec:
     fn: Callable[..., dict | None]
     validate: Callable[[dict], dict] | None
     id_prefix: str
+    on_failure: Callable[[str, dict, str], None] | None = None
 
 
 _TASKS: dict[str, TaskSpec] = {}
 
 
-def task(name: str, *, validate: Callable[[dict], dict] | None = None, id_prefix: str = "job"):
+def task(name: str, *, validate: Callable[[dict], dict] | None = None, id_prefix: str = "job",
+         on_failure: Callable[[str, dict, str], None] | None = None):
     def decorator(fn):
         if name in _TASKS and _TASKS[name].fn is not fn:
             raise ValueError(f"task {name!r} is registered twice")
-        _TASKS[name] = TaskSpec(name, fn, validate, id_prefix)
+        _TASKS[name] = TaskSpec(name, fn, validate, id_prefix, on_failure)
         return fn
 
     return decorator

@@ -2,9 +2,13 @@
 
 `LeasedWorker` is a Huey Worker (the consumer's `worker_class`) that claims a message
 under a lease and hands it to an `Execution`, which:
+- checks the message first (several devices share one Redis: a message is input): a
+  valid job id (queue.ids, the rule jobs.submit uses), a registered task, the shape
+  our own messages have; anything else goes to the dead letters with the reason, unrun;
 - skips jobs already final (cancelled while queued, or a duplicate delivery);
-- keeps the lease alive (the process's keeper thread renews it every lease/3, polls
-  the cancel flag and the time limit, and stops the job when any of them says so);
+- keeps the lease alive (the process's keeper thread renews it every lease/3, retrying
+  every second while Redis is away; polls the record for a cancel or a newer delivery,
+  and the time limit; and stops the job when any of them says so);
 - holds what the job needs besides (coord.jobguard: its assignment, its task's
   concurrency slot, the device's GPU lock for isolated queues), renewed with the lease;
 - runs the task in this thread, or for isolated queues (gpu) in a spawned child
@@ -25,13 +29,15 @@ import time
 from huey.consumer import Worker
 
 from mistudio.coord.jobguard import JobGuard
-from mistudio.queue import context, records
+from mistudio.queue import child, context, endings, records
+from mistudio.queue.ids import JOB_ID_FIX, is_valid_job_id
 from mistudio.queue.storage import Lease, LeaseStorage
 
 logger = logging.getLogger("mistudio.queue.worker")
 
 CHILD_STOP_GRACE = 10.0  # seconds a child gets to stop cleanly before SIGKILL
 SHUTDOWN_GRACE = 3.0  # ... when the whole worker is stopping
+RENEW_RETRY = 1.0  # seconds between renewal tries while Redis cannot be reached
 
 
 class Runtime:
@@ -87,23 +93,21 @@ class Execution:
 
     def run(self) -> None:
         rt, lease = self.rt, self.lease
-        try:
-            task = rt.huey.deserialize_task(lease.message)
-        except Exception as exc:
-            logger.error("undecodable message on %s: %s; moved to dead letters", rt.queue.name, exc)
-            rt.storage.bury(lease)
-            if lease.job_id:
-                records.finish(rt.results, lease.job_id, "dead", error=f"undecodable message: {exc}")
+        task, problem = self._check_message()
+        if problem is not None:
+            self._reject(problem)
             return
         outcome, record = records.start(rt.results, lease.job_id, worker=rt.worker_id, lease=lease.id,
-                                        attempt=lease.attempt)
+                                        attempt=lease.attempt, deadline=lease.deadline)
         if outcome == "missing":
             # Enqueued straight through Huey: give it a record so it can be followed.
-            params = task.args[1] if len(task.args) > 1 else {}
-            records.create(rt.results, lease.job_id, task.name, rt.queue.name, task.priority or 0, params or {},
+            records.create(rt.results, lease.job_id, task.name, rt.queue.name, task.priority or 0, task.args[1],
                            rt.settings.task_time_limit)
             outcome, record = records.start(rt.results, lease.job_id, worker=rt.worker_id, lease=lease.id,
-                                            attempt=lease.attempt)
+                                            attempt=lease.attempt, deadline=lease.deadline)
+        if outcome == "expired":
+            logger.warning("job %s: its lease expired before it started; the reaper hands it out again", lease.job_id)
+            return
         if outcome == "skip":
             logger.info("job %s is %s: not running it", lease.job_id, record["state"])
             rt.storage.ack(lease)
@@ -135,6 +139,35 @@ class Execution:
             self.guard.release()
         self._settle()
 
+    def _check_message(self):
+        """(task, None) for a message we may run, else (None, why not)."""
+        lease = self.lease
+        if not is_valid_job_id(lease.job_id):
+            what = f"invalid job id {lease.job_id!r}" if lease.job_id else "no string job id"
+            return None, f"{what} ({JOB_ID_FIX})"
+        name, known = _task_name(lease.message), self.rt.huey.message_names
+        if name is not None and name not in known:
+            return None, f"unknown task {name!r} (this worker runs {', '.join(sorted(known.values()))})"
+        try:
+            task = self.rt.huey.deserialize_task(lease.message)
+        except Exception as exc:
+            return None, f"undecodable message: {type(exc).__name__}: {exc}"
+        args = task.args
+        if not (task.id == lease.job_id and isinstance(args, tuple) and len(args) == 2 and args[0] == lease.job_id
+                and isinstance(args[1], dict)):
+            return None, "the message's id and arguments do not match the job it names"
+        if task.kwargs or task.on_complete or task.on_error or task.chord_config or task.eta or task.expires \
+                or task.retries:
+            return None, "the message asks for Huey features miStudio jobs never use (chains, retries, ETA, expiry)"
+        return task, None
+
+    def _reject(self, problem: str) -> None:
+        rt, lease = self.rt, self.lease
+        logger.error("%s queue: message of job %r moved to the dead letters, not run: %s", rt.queue.name,
+                     lease.job_id, problem)
+        if rt.storage.bury(lease, problem) and is_valid_job_id(lease.job_id):
+            endings.finish(rt.results, lease.job_id, "dead", error=f"not run: {problem}", lease=lease.id)
+
     def _run_inline(self, task) -> None:
         token = context.activate(self.ctx)
         try:
@@ -147,9 +180,12 @@ class Execution:
             "queue": self.rt.queue.name, "message": self.lease.message.decode(), "lease_id": self.lease.id,
             "job_id": self.lease.job_id, "attempt": self.lease.attempt, "worker_id": self.rt.worker_id,
         }
+        parent = os.getpid()
         self.child = subprocess.Popen(
             [sys.executable, "-m", "mistudio.queue.child"], stdin=subprocess.PIPE, text=True,
-            env={**os.environ, **self.guard.child_env()},  # the GPU fencing token (coord.locks.job_fence)
+            # the GPU fencing token (coord.locks.job_fence), and who the child must die with
+            env={**os.environ, **self.guard.child_env(), child.PARENT_ENV: str(parent)},
+            preexec_fn=child.parent_death_preexec(parent),
         )
         self._send({"start": payload})
         stop_sent_at = None
@@ -184,9 +220,10 @@ class Execution:
         if self.finished:
             return
         rt, ctx = self.rt, self.ctx
-        self.guard.assign()  # the first visit records the assignment (kept off the start path)
+        self.guard.assign()  # records the assignment's new status, if any (kept off the start path)
         lease_len = rt.storage.lease_seconds
         if now >= self.next_renew:
+            retry = False
             try:
                 if rt.storage.renew(self.lease):
                     self.last_renewed = now
@@ -194,15 +231,18 @@ class Execution:
                         ctx.stop("lease_lost")
                 else:
                     ctx.stop("lease_lost")
-            except Exception:
-                logger.warning("job %s: lease renewal failed, retrying", self.lease.job_id)
+            except Exception as exc:  # Redis away: the lease holds until its deadline, try again soon
+                retry = True
+                logger.warning("job %s: lease renewal failed (%s), retrying", self.lease.job_id, exc)
                 if now - self.last_renewed > lease_len:
                     ctx.stop("lease_lost")
-            self.next_renew = now + (lease_len / 3 if ctx.stop_reason is None else 0.5)
+            self.next_renew = now + (RENEW_RETRY if retry else lease_len / 3 if ctx.stop_reason is None else 0.5)
         if now >= self.next_cancel_check:
             try:
-                if records.cancel_requested(rt.results, self.lease.job_id):
-                    ctx.stop("cancelled")
+                # A cancel, or a record that moved on (requeued, or another delivery started it).
+                reason = records.stop_reason(rt.results, self.lease.job_id, self.lease.id)
+                if reason is not None:
+                    ctx.stop(reason)
             except Exception:
                 pass
             self.next_cancel_check = now + 0.25
@@ -216,44 +256,65 @@ class Execution:
         self._released = True
         self.ctx.stop("shutdown")
         try:
-            if self.rt.storage.release(self.lease):
-                records.mark_queued(self.rt.results, self.lease.job_id, note="requeued: its worker was stopped")
+            if self._requeue("requeued: its worker was stopped"):
                 logger.info("job %s: given back to the %s queue", self.lease.job_id, self.rt.queue.name)
         except Exception:
             logger.exception("job %s: could not give it back; its lease will expire", self.lease.job_id)
+
+    def _requeue(self, note: str) -> bool:
+        """Release the lease (if still held) and say so in the record, if it still names this delivery."""
+        if not self.rt.storage.release(self.lease):
+            return False
+        records.mark_queued(self.rt.results, self.lease.job_id, note=note, lease=self.lease.id)
+        return True
 
     def _settle(self) -> None:
         """After the task returned (or its child exited): ack, requeue or bury."""
         rt, ctx, lease = self.rt, self.ctx, self.lease
         reason = ctx.stop_reason
+        rc = self.child.returncode if self.child is not None else 0
         if reason == "shutdown":
             self.give_back()
             return
-        if reason == "lease_lost":
-            return  # the reaper already requeued it; the next delivery owns the job
         record = records.get(rt.results, lease.job_id) or {}
+        if reason == "lease_lost" or rc == child.LEASE_LOST_EXIT:
+            if record.get("state") == "running" and record.get("lease") != lease.id:
+                rt.storage.ack(lease)  # a duplicate message of a job another delivery runs: drop ours
+            else:  # lost, or not provable at a commit: the job comes back (at once if the lease is ours)
+                self._requeue("requeued: its lease was lost or could not be confirmed")
+            return
         state = record.get("state")
-        rc = self.child.returncode if self.child is not None else 0
+        name, params = record.get("task"), record.get("params")
         if state in records.ACTIVE:
             # The task did not record an end: its child crashed, or it was stopped mid-way.
             if reason == "cancelled":
-                records.finish(rt.results, lease.job_id, "cancelled", error="cancelled by user")
+                records.finish(rt.results, lease.job_id, "cancelled", error="cancelled by user", lease=lease.id)
             elif reason == "time_limit":
-                records.finish(rt.results, lease.job_id, "failed", error="time limit exceeded")
+                endings.finish(rt.results, lease.job_id, "failed", task=name, params=params, lease=lease.id,
+                               error="time limit exceeded")
             elif rc < 0:
                 # Killed by a signal we did not send (e.g. the OOM killer): a crash, retried.
-                if lease.attempt < rt.settings.max_attempts and rt.storage.release(lease):
-                    records.mark_queued(rt.results, lease.job_id, note=f"requeued: its process was killed by signal {-rc}")
+                if lease.attempt < rt.settings.max_attempts and self._requeue(
+                        f"requeued: its process was killed by signal {-rc}"):
                     return
-                rt.storage.bury(lease)
-                records.finish(rt.results, lease.job_id, "dead",
-                               error=f"its process was killed by signal {-rc} on each of {lease.attempt} attempts")
+                error = f"its process was killed by signal {-rc} on each of {lease.attempt} attempts"
+                rt.storage.bury(lease, error)
+                endings.finish(rt.results, lease.job_id, "dead", task=name, params=params, lease=lease.id, error=error)
                 return
             else:
-                records.finish(rt.results, lease.job_id, "failed",
+                endings.finish(rt.results, lease.job_id, "failed", task=name, params=params, lease=lease.id,
                                error=f"the job's process exited with code {rc} without a result; see the worker log")
         if not rt.storage.ack(lease):
             logger.warning("job %s: lease was lost before the ack", lease.job_id)
+
+
+def _task_name(message: bytes) -> str | None:
+    """The task name a message asks for, if it is readable at all."""
+    try:
+        name = json.loads(message)["__message__"]["name"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 class LeasedWorker(Worker):

@@ -32,17 +32,23 @@ def queue_leases(queue: str) -> str:
 
 
 def queue_lease_info(queue: str) -> str:
-    """Hash lease_id -> JSON {job_id, worker, attempt, priority, enqueued} for in-flight messages."""
+    """Hash lease_id -> JSON {job_id, counter, worker, score, claimed} for in-flight messages."""
     return f"mistudio.leaseinfo.{queue}"
 
 
 def queue_dead(queue: str) -> str:
-    """Hash job_id -> message that exhausted its attempts (dead letters)."""
+    """Hash key -> message that exhausted its attempts or cannot run (dead letters); the key is
+    the job id, or for a message without a valid id one unique to that message."""
     return f"mistudio.dead.{queue}"
 
 
+def queue_dead_info(queue: str) -> str:
+    """Hash key (as in queue_dead) -> JSON {reason, job_id, at}: why the message is dead."""
+    return f"mistudio.deadinfo.{queue}"
+
+
 def queue_attempts(queue: str) -> str:
-    """Hash job_id -> number of deliveries so far."""
+    """Hash job_id (or '#' + sha1 of a message without an id) -> number of deliveries so far."""
     return f"mistudio.attempts.{queue}"
 
 
@@ -198,6 +204,44 @@ def event_seq(channel: str) -> str:
     return f"events:{channel}:seq"
 
 
+# --- the cache (DB cache); its value keys are the seed's, in mistudio.cache.POLICIES ----
+
+
+def cache_stats(namespace: str) -> str:
+    """Hash hits / misses / stale of one cache namespace."""
+    return f"cache:stats:{namespace}"
+
+
 # --- embedded-server self check --------------------------------------------------
 
 PROBE_KEY = "mistudio:probe"
+
+
+# --- families: every key and channel above starts with one of these prefixes ------------
+# The app's Redis user may touch only these (mistudio.redis.acl turns them into ~key and
+# &channel patterns); tests/test_redis_security.py checks every name above against them.
+
+KEY_PREFIXES: dict[str, str] = {
+    "huey.": "Huey's own keys: pending queue, schedule, results (DB queue)",
+    "mistudio.": "queue leases, in-flight messages, dead letters, attempts, wake-up lists (DB queue)",
+    "mistudio:": "job records with their progress, result and cancel flag, the job index; the probe (DB results)",
+    "workers:": "the worker registry (DB locks)",
+    "worker:": "heartbeats and running-job sets (DB locks)",
+    "job:": "job assignments (DB locks)",
+    "lock:": "GPU locks and fencing counters (DB locks)",
+    "cluster:": "leader lease and term (DB locks)",
+    "monitoring:": "the leader's last metrics sample and active alerts (DB locks)",
+    "ratelimit:": "rate-limit windows (DB ratelimit)",
+    "concurrency:": "concurrency slots (DB ratelimit)",
+    "events:": "event history streams, latest snapshots, sequence counters (DB pubsub)",
+    "cache:": "cached values, stale copies, stampede guards, hit counters (DB cache)",
+}
+
+CHANNEL_PREFIXES: dict[str, str] = {
+    "training:": "training progress",
+    "features:": "feature extraction progress",
+    "dataset:": "dataset downloads and processing",
+    "model:": "model downloads",
+    "system:": "system status and alerts",
+    "mistudio:": "job-finished wake-ups",
+}

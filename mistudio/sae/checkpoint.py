@@ -4,7 +4,8 @@ Layout: run_dir/checkpoints/step_000001200/{cfg.json, sae.safetensors,
 trainer_state.safetensors, trainer_state.json}. A checkpoint is written into a hidden temp
 folder, fsynced, offered to `before_commit(step)` (the queue layer's fence: it refuses
 writes under a lost lease), then renamed into place, so a crash never leaves a partial
-`step_*` folder. Trainer state holds no pickles: tensors go to safetensors, the rest to
+`step_*` folder; temp folders carry their writer's pid (mistudio.tempdirs), so the next
+save removes a killed writer's leftovers and never a live one's. Trainer state holds no pickles: tensors go to safetensors, the rest to
 JSON with placeholders, so loading a checkpoint cannot execute code.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mistudio.errors import MistudioError
+from mistudio.tempdirs import remove_abandoned, temp_sibling
 
 CHECKPOINTS = "checkpoints"
 FILES = ("cfg.json", "sae.safetensors", "trainer_state.safetensors", "trainer_state.json")
@@ -56,7 +57,7 @@ def commit_dir(tmp: Path, final: Path, step: int, before_commit: Callable[[int],
         raise CommitRefused(f"before_commit refused step {step}; {final} was not written")
     old = None
     if final.exists():  # same step written before (e.g. a re-run): swap, then drop the old one
-        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+        old = temp_sibling(final, "old")
         os.replace(final, old)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
@@ -77,7 +78,7 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(run_dir, step)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(final)
     tmp.mkdir()
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / "sae.safetensors")
@@ -105,9 +106,7 @@ def load_checkpoint(path: Path | str) -> tuple[dict, dict[str, torch.Tensor], di
 
 
 def _prune(root: Path, keep: int) -> None:
-    for pattern in (".tmp-*", ".old-*"):  # left by a crash mid-write
-        for stale in root.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_abandoned(root)  # temp folders of writers killed mid-write
     done = sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

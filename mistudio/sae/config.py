@@ -4,6 +4,10 @@
 that defines the model. Defaults that depend on the machine's profile (batch size, token
 budget, k, expansion) are resolved when the config is built, so the JSON a worker receives
 is exactly what the user saw. Every error is an `InvalidInput` naming the field and a fix.
+
+Types are strict (no `k: true` read as 1, no "1e-3" string read as a number), sizes have upper
+bounds, and `check_memory` compares what training will hold with MISTUDIO_MEMORY_BUDGET. No
+torch here: `mistudio train` validates a config in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -16,11 +20,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mistudio.errors import InvalidInput
-from mistudio.models.hooks import parse_hook_point
-from mistudio.sae.registry import ARCHITECTURES, get_architecture
+from mistudio.models.hook_names import parse_hook_point
+from mistudio.sae.registry import ARCHITECTURE_NAMES, check_architecture
 from mistudio.settings import get_settings
+from mistudio.validation import preview
 
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
+
+# Upper bounds, far above any real run, that catch typos before they become a 1.5 TB allocation
+# or a job that never ends. The memory budget (check_memory) is the finer check.
+MAX_D_SAE = 2**24  # 16.8M latents: the largest SAEs published
+MAX_EXPANSION = 1024
+MAX_STEPS = 10_000_000  # ~2 weeks at the default run's 7 steps/s on a 2-core CPU
+MAX_BATCH = 2**20  # tokens per step
+MAX_LR = 1.0  # Adam steps of this size already wreck an SAE; NaN comes later (trainer.py)
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 # Names other libraries use for our fields (SAELens, sparsify, dictionary_learning).
@@ -46,7 +60,7 @@ def _profile():
 class _Validated(BaseModel):
     """Turns pydantic's errors into InvalidInput (field, problem, fix)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
     def __init__(self, **data: Any):
         try:
@@ -82,13 +96,14 @@ def _to_invalid_input(cls: type[BaseModel], e: ValidationError) -> InvalidInput:
         return InvalidInput(field, "unknown field" + more, fix)
     info = cls.model_fields.get(field)
     fix = f"{field} is {info.description}" if info is not None and info.description else None
-    return InvalidInput(field, err["msg"] + more, fix)
+    got = f", got {preview(err['input'])} ({type(err['input']).__name__})" if "input" in err and err["type"] != "missing" else ""
+    return InvalidInput(field, err["msg"] + got + more, fix)
 
 
 class SAEConfig(_Validated):
     """What defines the SAE itself (kept in cfg.json of checkpoints and exports)."""
 
-    architecture: str = Field("topk", description=f"the SAE type, one of {', '.join(ARCHITECTURES)}")
+    architecture: str = Field("topk", description=f"the SAE type, one of {', '.join(ARCHITECTURE_NAMES)}")
     d_in: int | None = Field(None, description="the activation width; None: taken from the model / first batch")
     d_sae: int | None = Field(None, description="number of latents; None: expansion_factor * d_in")
     expansion_factor: int | None = Field(None, description="d_sae / d_in when d_sae is not given (profile default)")
@@ -112,16 +127,20 @@ class SAEConfig(_Validated):
 
     @model_validator(mode="after")
     def _check_sae(self):
-        cls = get_architecture(self.architecture)
+        architecture = check_architecture(self.architecture)
         for name in ("d_in", "d_sae", "expansion_factor", "aux_k"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InvalidInput(name, f"must be > 0, got {value}", "use a positive whole number")
+        _at_most(self, "expansion_factor", MAX_EXPANSION, "use 4-64 (d_sae = expansion_factor x d_in)")
+        _at_most(self, "d_sae", MAX_D_SAE, "use a dictionary of at most a few million latents")
+        _at_most(self, "d_in", MAX_D_SAE, "d_in is the model's hidden size (give the hook point instead)")
         if self.d_sae is None:
             if self.expansion_factor is None:
                 self.expansion_factor = _profile().expansion_factor
             if self.d_in is not None:
                 self.d_sae = self.expansion_factor * self.d_in
+                _at_most(self, "d_sae", MAX_D_SAE, "lower expansion_factor")
         elif self.expansion_factor is not None and self.d_in is not None:
             if self.d_sae != self.expansion_factor * self.d_in:
                 raise InvalidInput(
@@ -129,10 +148,10 @@ class SAEConfig(_Validated):
                     f"d_sae={self.d_sae} disagrees with expansion_factor={self.expansion_factor} * d_in={self.d_in}",
                     "give d_sae or expansion_factor, not both",
                 )
-        uses_k = cls.architecture in ("topk", "batchtopk")
+        uses_k = architecture in ("topk", "batchtopk")
         self._only_for("k", uses_k, "topk or batchtopk")
-        self._only_for("l1_coefficient", cls.architecture == "relu", "relu")
-        self._only_for("l0_coefficient", cls.architecture == "jumprelu", "jumprelu")
+        self._only_for("l1_coefficient", architecture == "relu", "relu")
+        self._only_for("l0_coefficient", architecture == "jumprelu", "jumprelu")
         if uses_k:
             if self.k is None:
                 self.k = _profile().topk_k
@@ -140,9 +159,12 @@ class SAEConfig(_Validated):
                 raise InvalidInput("k", f"must be > 0, got {self.k}", "use the number of latents active per token, e.g. 32")
             if self.d_sae is not None and self.k > self.d_sae:
                 raise InvalidInput("k", f"k={self.k} is larger than d_sae={self.d_sae}", "use k <= d_sae (k << d_sae)")
-        if cls.architecture == "relu" and self.l1_coefficient is None:
+            _at_most(self, "k", MAX_D_SAE, "use the number of latents active per token, e.g. 32")
+        if self.aux_k is not None and self.d_sae is not None and self.aux_k > self.d_sae:
+            raise InvalidInput("aux_k", f"aux_k={self.aux_k} is larger than d_sae={self.d_sae}", "use aux_k <= d_sae")
+        if architecture == "relu" and self.l1_coefficient is None:
             self.l1_coefficient = 5.0
-        if cls.architecture == "jumprelu" and self.l0_coefficient is None:
+        if architecture == "jumprelu" and self.l0_coefficient is None:
             self.l0_coefficient = 1.0
         for name in ("l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "batchtopk_threshold_lr"):
             value = getattr(self, name)
@@ -212,12 +234,21 @@ class TrainingConfig(SAEConfig):
         parse_hook_point(self.hook_point)  # raises InvalidInput naming the valid forms
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InvalidInput("lr", f"must be a positive number, got {self.lr}", "use e.g. 4e-4")
+        if self.lr > MAX_LR:
+            raise InvalidInput("lr", f"{self.lr:g} is too large for Adam (at most {MAX_LR:g}; SAEs train at 1e-5..1e-2)",
+                               "use e.g. 4e-4")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidInput("seed", f"must be in 0..{MAX_SEED}, got {preview(self.seed)}", "use e.g. seed=42")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise InvalidInput(name, f"must be in [0, 1), got {getattr(self, name)}", "use e.g. 0.9 / 0.999")
         for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(name, f"must be > 0, got {getattr(self, name)}", "use a positive whole number")
+        _at_most(self, "batch_size", MAX_BATCH, "use a few thousand tokens per step, e.g. 4096")
+        if self.total_tokens is not None and self.total_tokens > MAX_STEPS * self.batch_size:
+            raise InvalidInput("total_tokens", f"{self.total_tokens:,} tokens are more than {MAX_STEPS:,} steps of "
+                                               f"{self.batch_size:,}", "train on fewer tokens, or split the run")
         if self.total_tokens is not None and self.steps is not None:
             if self.total_tokens != self.steps * self.batch_size:
                 raise InvalidInput("steps", "give total_tokens or steps, not both", "remove one of them")
@@ -229,6 +260,7 @@ class TrainingConfig(SAEConfig):
             self.steps = math.ceil(self.total_tokens / self.batch_size)
         if self.steps <= 0:
             raise InvalidInput("steps", f"must be > 0, got {self.steps}", "use a positive number of steps")
+        _at_most(self, "steps", MAX_STEPS, "train for fewer steps, or split the run")
         self.total_tokens = self.steps * self.batch_size
         default_warmup = min(1000, self.steps // 20)
         if self.lr_warmup_steps is None:
@@ -256,6 +288,55 @@ class TrainingConfig(SAEConfig):
             self.dead_window_tokens = min(10_000_000, max(self.batch_size, self.total_tokens // 4))
         if self.dead_window_tokens <= 0:
             raise InvalidInput("dead_window_tokens", f"must be > 0, got {self.dead_window_tokens}", "use e.g. 1_000_000")
-        if not _DEVICE.match(self.device):
-            raise InvalidInput("device", f"unknown device {self.device!r}", "use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'")
+        if not _DEVICE.fullmatch(self.device):
+            raise InvalidInput("device", f"unknown device {preview(self.device)}",
+                               "use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'")
         return self
+
+
+def _at_most(cfg, name: str, limit: int, fix: str) -> None:
+    value = getattr(cfg, name)
+    if value is not None and value > limit:
+        raise InvalidInput(name, f"{value:,} is more than the most miStudio trains ({limit:,})", fix)
+
+
+# [batch, width] float buffers a training step holds at the least: the input and its reconstruction
+# ([batch, d_in] each), the pre-activations and their gradient ([batch, d_sae] each). Measured peaks
+# are higher (TopK ~5, ReLU ~6.5, JumpReLU ~10 [batch, d_sae] copies at 384x3072, batch 4096), so
+# a config refused here could never have fit.
+_STEP_COPIES = 2
+# Weights, their gradients and Adam's two moments.
+_PARAM_COPIES = 4
+
+
+def training_memory(cfg: TrainingConfig) -> dict:
+    """What training `cfg` holds at the least, in bytes: {"parameters", "step", "total"} (d_in, d_sae known)."""
+    width = 8 if cfg.dtype == "float64" else 4
+    n_params = 2 * cfg.d_in * cfg.d_sae + cfg.d_sae + cfg.d_in  # W_enc, W_dec, b_enc, b_dec
+    parameters = _PARAM_COPIES * n_params * width
+    step = _STEP_COPIES * cfg.batch_size * (cfg.d_in + cfg.d_sae) * width
+    return {"parameters": parameters, "step": step, "total": parameters + step}
+
+
+def check_memory(cfg: TrainingConfig, budget: int) -> None:
+    """InvalidInput, with the numbers, when training cfg cannot fit MISTUDIO_MEMORY_BUDGET."""
+    need = training_memory(cfg)
+    if need["total"] <= budget:
+        return
+    field = "batch_size" if need["step"] > need["parameters"] else ("d_sae" if cfg.expansion_factor is None
+                                                                      else "expansion_factor")
+    raise InvalidInput(
+        field,
+        f"an SAE of {cfg.d_in:,} x {cfg.d_sae:,} with batch_size {cfg.batch_size:,} needs at least "
+        f"{_size(need['total'])} (parameters, gradients and Adam state {_size(need['parameters'])}, one step's "
+        f"activations {_size(need['step'])}), more than MISTUDIO_MEMORY_BUDGET = {_size(budget)}",
+        "lower expansion_factor / d_sae or batch_size, or raise MISTUDIO_MEMORY_BUDGET (bytes) if this device "
+        "has the memory",
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**10:,.1f} KiB"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from mistudio.sae.batchtopk import BatchTopKSAE
 from mistudio.sae.checkpoint import commit_dir, latest_checkpoint, load_checkpoint
 from mistudio.sae.config import TrainingConfig
 from mistudio.sae.registry import get_architecture
+from mistudio.tempdirs import temp_sibling
 
 SAELENS_FORMAT_VERSION = "6.0.0"
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -90,7 +90,7 @@ def export_saelens(
     """Write an inference SAE (input scale already folded, see Trainer.inference_sae) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    tmp = temp_sibling(path)  # named after this process: a killed export's leftover is removed later
     tmp.mkdir()
     try:
         save_file(saelens_state_dict(sae), tmp / "sae_weights.safetensors")

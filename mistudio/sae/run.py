@@ -18,10 +18,11 @@ from typing import Callable, Iterable
 import torch
 
 from mistudio.errors import InvalidInput
-from mistudio.sae.checkpoint import latest_checkpoint
+from mistudio.sae.checkpoint import CHECKPOINTS, latest_checkpoint
 from mistudio.sae.config import TrainingConfig
 from mistudio.sae.export import export_saelens
 from mistudio.sae.trainer import Trainer
+from mistudio.tempdirs import remove_abandoned
 
 METRICS_FILE = "metrics.jsonl"
 EXPORT_DIR = "sae"
@@ -44,6 +45,8 @@ def run_training(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / CHECKPOINTS):  # what an attempt killed mid-write left behind
+        remove_abandoned(folder)
     metrics_path = run_dir / METRICS_FILE
 
     def progress(metrics: dict) -> None:

@@ -17,6 +17,9 @@ step and before every checkpoint (True: return at once, write nothing more);
 nothing is committed, `CommitRefused` is raised); `evaluator(reconstruct) -> dict` every
 `eval_every` steps, where `reconstruct` maps raw activations to their reconstruction.
 
+A step whose loss is NaN or infinite (lr far too high, inf in the activations) ends training
+with `TrainingDiverged` at the next report or checkpoint, before either is written.
+
 Exact resume: weights, Adam state, step, RNG states, the dead-latent window, the input
 scale and the data position (the iterator's own `state_dict()` when it has one, else the
 number of batches consumed, skipped on resume) are all checkpointed, so on CPU an
@@ -36,7 +39,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from mistudio.errors import InvalidInput
+from mistudio.errors import InvalidInput, TrainingDiverged
 from mistudio.sae.base import SparseAutoencoder
 from mistudio.sae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mistudio.sae.config import TrainingConfig
@@ -102,6 +105,10 @@ class Trainer:
         self._interval = VarianceAccumulator()
         self._interval_loss: dict[str, torch.Tensor] = {}
         self._interval_steps = 0
+        # The first step whose loss was NaN/inf (0: none) and that loss, kept on the device so that
+        # watching for divergence costs no per-step sync; read before every report and checkpoint.
+        self._bad_step: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
 
     # --- setup -----------------------------------------------------------------------
     def _build(self, d_in: int) -> None:
@@ -226,6 +233,7 @@ class Trainer:
         dead = self.firing.dead_mask() if cfg.architecture in ("topk", "batchtopk") else None
         with self._autocast():
             out = sae.training_forward(x, sparsity_coefficient=coefficient, dead_mask=dead)
+        self._watch_loss(out.loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         sae.remove_parallel_decoder_grad()
@@ -241,6 +249,20 @@ class Trainer:
         self.step += 1
         self.tokens_seen += n
         self.batches_consumed += 1
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        if self._bad_step is None:
+            self._bad_step = torch.zeros((), dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        first = ~torch.isfinite(loss) & (self._bad_step == 0)
+        self._bad_step = torch.where(first, self.step + 1, self._bad_step)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+
+    def _check_finite(self) -> None:
+        """Raise TrainingDiverged if a step's loss was NaN/inf: never report or checkpoint a broken SAE."""
+        if self._bad_step is not None and int(self._bad_step):
+            loss = float(self._bad_loss)
+            raise TrainingDiverged(int(self._bad_step), "NaN" if math.isnan(loss) else "infinite", self.config.lr)
 
     def _target_coefficient(self) -> float:
         cfg = self.config
@@ -260,6 +282,7 @@ class Trainer:
 
     # --- reporting -------------------------------------------------------------------
     def _report(self, evaluate: bool) -> None:
+        self._check_finite()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest tokens/s
         now = time.perf_counter()
@@ -320,6 +343,7 @@ class Trainer:
         }
 
     def _checkpoint(self, activations=None) -> Path | None:
+        self._check_finite()
         if self.run_dir is None:
             return None
         path = save_checkpoint(

@@ -1,18 +1,26 @@
 """Queue tasks for models and datasets: download_model, download_dataset (io), process_dataset (cpu).
 
 Each validate function runs in the submitting process, so bad input (an unknown model,
-a context longer than the model's, a missing or empty corpus) is refused before anything
-is queued. The bodies are the ML core's functions with progress reported to the job
+a context longer than the model's, a missing or empty corpus, a split or dataset id that
+would name a folder outside MISTUDIO_HOME) is refused before anything is queued; the worker
+runs it again on the message it claimed (a message is input). The bodies are the ML core's functions with progress reported to the job
 record and the seed's channels.
 """
 
 from __future__ import annotations
 
+import re
+
+from mistudio import validation
 from mistudio.data.corpora import check_corpus
 from mistudio.errors import InvalidInput
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.tasks.reporting import Reporter
+from mistudio.validation import preview
+
+MAX_TOKENS = 1_000_000_000  # a processed corpus is held in memory while packed (~6 bytes a token)
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")  # a branch, tag or commit sha
 
 
 def _text(params: dict, name: str, default=None, required: bool = False) -> str | None:
@@ -20,16 +28,20 @@ def _text(params: dict, name: str, default=None, required: bool = False) -> str 
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(name, f"must be a non-empty string, got {value!r}", f"pass {name}='...'")
+        raise InvalidInput(name, f"must be a non-empty string, got {preview(value)}", f"pass {name}='...'")
+    if len(value) > validation.PATH_MAX:
+        raise InvalidInput(name, f"{preview(value)} is too long", f"pass a {name} of at most {validation.PATH_MAX} characters")
     return value.strip()
 
 
-def _positive_int(params: dict, name: str) -> int | None:
+def _positive_int(params: dict, name: str, limit: int | None = None) -> int | None:
     value = params.get(name)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInput(name, f"must be a positive integer, got {value!r}", f"pass e.g. {name}=128")
+        raise InvalidInput(name, f"must be a positive integer, got {preview(value)}", f"pass e.g. {name}=128")
+    if limit is not None and value > limit:
+        raise InvalidInput(name, f"{value:,} is more than the most miStudio handles ({limit:,})", f"use {name} <= {limit:,}")
     return value
 
 
@@ -38,7 +50,14 @@ def _hub_id(params: dict, name: str) -> str:
 
     value = _text(params, name, required=True)
     if not is_repo_id(value):
-        raise InvalidInput(name, f"{value!r} is not a Hugging Face hub id", "use e.g. 'openai-community/gpt2'")
+        raise InvalidInput(name, f"{preview(value)} is not a Hugging Face hub id", "use e.g. 'openai-community/gpt2'")
+    return value
+
+
+def _revision(params: dict) -> str | None:
+    value = _text(params, "revision")
+    if value is not None and not _REVISION.fullmatch(value):
+        raise InvalidInput("revision", f"{preview(value)} is not a branch, tag or commit", "use e.g. 'main'")
     return value
 
 
@@ -46,7 +65,8 @@ def _hub_id(params: dict, name: str) -> str:
 
 
 def validate_download_model(params: dict) -> dict:
-    return {"model_id": _hub_id(params, "model_id"), "revision": _text(params, "revision")}
+    validation.only(params, ("model_id", "revision"), "download_model")
+    return {"model_id": _hub_id(params, "model_id"), "revision": _revision(params)}
 
 
 @task("download_model", validate=validate_download_model, id_prefix="dl")
@@ -63,8 +83,10 @@ def download_model(job, model_id: str, revision: str | None = None) -> dict:
 
 
 def validate_download_dataset(params: dict) -> dict:
-    return {"dataset_id": _hub_id(params, "dataset_id"), "split": _text(params, "split", "train"),
-            "config": _text(params, "config"), "revision": _text(params, "revision")}
+    # split and config name folders under data/hub/: each must be a plain name (no '..', no '/').
+    validation.only(params, ("dataset_id", "split", "config", "revision"), "download_dataset")
+    return {"dataset_id": _hub_id(params, "dataset_id"), "split": validation.name(params.get("split", "train"), "split"),
+            "config": validation.optional_name(params.get("config"), "config"), "revision": _revision(params)}
 
 
 @task("download_dataset", validate=validate_download_dataset, id_prefix="dl")
@@ -81,20 +103,25 @@ def download_dataset(job, dataset_id: str, split: str = "train", config: str | N
 # --- process_dataset --------------------------------------------------------------------
 
 
+_PROCESS_PARAMS = ("source", "model", "context_length", "max_tokens", "dataset_id", "text_field", "split")
+
+
 def validate_process_dataset(params: dict) -> dict:
     from mistudio.data.packing import check_context_length, framing_for
     from mistudio.data.processed import _tokenizer_and_limit
     from mistudio.settings import get_settings
 
+    validation.only(params, _PROCESS_PARAMS, "process_dataset")
     profile = get_settings().profile
     clean = {
         "source": _text(params, "source"),
         "model": _text(params, "model"),
         "context_length": _positive_int(params, "context_length") or profile.context_length,
-        "max_tokens": _positive_int(params, "max_tokens") or profile.corpus_max_tokens,
-        "dataset_id": _text(params, "dataset_id"),
+        "max_tokens": _positive_int(params, "max_tokens", MAX_TOKENS) or profile.corpus_max_tokens,
+        # dataset_id names the folder data/datasets/{dataset_id}; split a folder of a hub download.
+        "dataset_id": validation.optional_name(params.get("dataset_id"), "dataset_id"),
         "text_field": _text(params, "text_field", "text"),
-        "split": _text(params, "split", "train"),
+        "split": validation.name(params.get("split", "train"), "split"),
     }
     tokenizer, _, model_max = _tokenizer_and_limit(clean["model"])  # unknown model -> InvalidInput
     check_context_length(clean["context_length"], model_max, framing_for(tokenizer))

@@ -8,12 +8,13 @@ import time
 
 from mistudio.errors import InvalidInput
 from mistudio.queue.tasks import task
+from mistudio.validation import preview
 
 
 def _validate_sleep(params: dict) -> dict:
     seconds = params.get("seconds", 1.0)
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        raise InvalidInput("seconds", f"must be a non-negative number, got {seconds!r}", "pass e.g. seconds=2")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+        raise InvalidInput("seconds", f"must be a non-negative number, got {preview(seconds)}", "pass e.g. seconds=2")
     return {"seconds": float(seconds), "tag": str(params.get("tag", ""))}
 
 

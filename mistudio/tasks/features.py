@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import time
 
+from mistudio import validation
 from mistudio.errors import InvalidInput
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.tasks.reporting import Reporter
+from mistudio.validation import preview
 
 _OPTIONS = {"n_tokens": 1, "top_k": 1, "context_window": 0}
+_MAX_WINDOW = 512  # tokens either side of a top context's peak
+# extract_features' defaults (mistudio/features/extract.py; not imported here: it imports torch)
+_TOP_K, _WINDOW, _RESERVOIR = 20, 10, 32
 
 
 def validate_extract_features(params: dict) -> dict:
-    from mistudio.feature_queries import run_dir
+    import json
 
-    unknown = set(params) - {"training_id", *_OPTIONS}
-    if unknown:
-        raise InvalidInput(sorted(unknown)[0], "unknown parameter", f"use training_id, {', '.join(_OPTIONS)}")
-    training_id = params.get("training_id")
-    folder = run_dir(training_id)  # InvalidInput naming training_id for a bad or unknown id
+    from mistudio.feature_queries import run_dir
+    from mistudio.settings import get_settings
+
+    validation.only(params, ("training_id", *_OPTIONS), "extract_features")
+    # The training id names the run's folder (runs/{training_id}): a plain name, never a path.
+    training_id = validation.name(params.get("training_id"), "training_id")
+    folder = run_dir(training_id)  # InvalidInput naming training_id for an unknown id
     if not (folder / "sae" / "sae_weights.safetensors").is_file():
         raise InvalidInput("training_id", f"run {training_id!r} has no exported SAE yet",
                            "train first: wait for its train_sae job to succeed (mistudio job ID)")
@@ -34,9 +41,26 @@ def validate_extract_features(params: dict) -> dict:
     for name, low in _OPTIONS.items():
         value = params.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise InvalidInput(name, f"must be an integer >= {low}, got {value!r}", f"pass e.g. {name}=20")
+            raise InvalidInput(name, f"must be an integer >= {low}, got {preview(value)}", f"pass e.g. {name}=20")
         if value is not None:
             clean[name] = value
+    window = clean.get("context_window", _WINDOW)
+    if window > _MAX_WINDOW:
+        raise InvalidInput("context_window", f"{window:,} tokens either side is more than {_MAX_WINDOW}",
+                           "use e.g. context_window=10")
+    try:
+        d_sae = int(json.loads((folder / "sae" / "cfg.json").read_text())["d_sae"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InvalidInput("training_id", f"run {training_id!r} has a damaged SAE export (sae/cfg.json)",
+                           "train it again, or retry its train_sae job") from None
+    # Top contexts and the reservoir keep (top_k + reservoir) x d_sae entries of 2 * window + 1 floats.
+    need = (clean.get("top_k", _TOP_K) + _RESERVOIR) * d_sae * (2 * window + 1) * 4
+    budget = get_settings().memory_budget
+    if need > budget:
+        raise InvalidInput("top_k", f"top_k={clean.get('top_k', _TOP_K):,} with context_window={window} over {d_sae:,} "
+                                    f"features keeps {need / 2**20:,.0f} MiB of examples, more than "
+                                    f"MISTUDIO_MEMORY_BUDGET = {budget / 2**20:,.0f} MiB",
+                           "lower top_k or context_window, or raise MISTUDIO_MEMORY_BUDGET")
     return clean
 
 
@@ -46,7 +70,7 @@ def extract_features(job, training_id: str, **options) -> dict:
     from mistudio.features import extract_features as extract
     from mistudio.settings import get_settings
 
-    folder = get_settings().runs_dir / training_id
+    folder = get_settings().training_run_dir(training_id)
     started = time.time()
     with Reporter(job, keys.features_channel(training_id), "features.progress") as report:
         try:

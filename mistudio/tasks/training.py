@@ -15,6 +15,10 @@ from mistudio.tasks.reporting import Reporter
 
 
 def validate_train_sae(params: dict) -> dict:
+    """The full TrainingConfig as JSON (defaults resolved). Runs at submit and again in the worker:
+    the config's own JSON validates to itself. Whether the worker's device has CUDA for
+    device='cuda' is known only there (several devices share one Redis): the job then fails at
+    once, naming the device."""
     from mistudio.training import prepare_config
 
     params = dict(params)
@@ -80,7 +84,14 @@ class ProgressEvents:
         return {}
 
 
-@task("train_sae", validate=validate_train_sae, id_prefix="tr")
+def publish_failure(training_id: str, params: dict, error: str) -> None:
+    """The job ended failed or dead (see queue.tasks): end the channel with training.error."""
+    from mistudio import events
+
+    events.publish(keys.training_channel(training_id), "training.error", {"error": error})
+
+
+@task("train_sae", validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure)
 def train_sae(job, **config) -> dict:
     from mistudio import cache
     from mistudio.sae.config import TrainingConfig
@@ -91,7 +102,7 @@ def train_sae(job, **config) -> dict:
 
     reuse_freed_memory()  # this process is the job's own child: keep freed blocks for the next step (sae/memory.py)
     training_id = job.job_id
-    run_dir = get_settings().runs_dir / training_id
+    run_dir = get_settings().training_run_dir(training_id)
     cfg = TrainingConfig.model_validate(config)
     started = time.time()
     with Reporter(job, keys.training_channel(training_id), "training.progress") as report:
@@ -102,14 +113,10 @@ def train_sae(job, **config) -> dict:
             except Exception:
                 pass
 
-        try:
-            events = ProgressEvents()
-            metrics = train(cfg, run_dir, progress=lambda m: report(events(m)),
-                            on_checkpoint=on_checkpoint, should_stop=job.should_stop,
-                            before_commit=job.before_commit)
-        except Exception as exc:
-            report.event("training.error", {"error": f"{type(exc).__name__}: {exc}"})
-            raise
+        # A failure raises on: its training.error comes from publish_failure once the job is recorded failed.
+        progress_events = ProgressEvents()
+        metrics = train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
+                        on_checkpoint=on_checkpoint, should_stop=job.should_stop, before_commit=job.before_commit)
         if metrics.get("stopped"):
             return {"training_id": training_id, "run_dir": str(run_dir), "stopped": True, "final_metrics": metrics}
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -1,5 +1,7 @@
 -- Move a job to a final state and store its result, atomically: whoever sees the
--- final state also finds the result (and a job already final is left alone).
+-- final state also finds the result (and a job already final is left alone). A running
+-- job is finished only by its current delivery (its lease id), so a stale attempt's
+-- outcome never replaces the newer one's.
 --
 -- KEYS[1]  job record hash         (keys.job)
 -- KEYS[2]  result                  (keys.job_result)
@@ -12,6 +14,7 @@
 -- ARGV[6]  error summary ("" for none)
 -- ARGV[7]  channel to publish the job id on (wakes waiters)
 -- ARGV[8]  job id
+-- ARGV[9]  lease id a running record must carry ("" = any)
 --
 -- Returns 1 if the job was moved to the final state, 0 otherwise.
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -25,6 +28,9 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
   end
 end
 if not allowed then
+  return 0
+end
+if ARGV[9] ~= '' and state == 'running' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[9] then
   return 0
 end
 local ttl = tonumber(ARGV[4])

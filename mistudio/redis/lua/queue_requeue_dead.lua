@@ -5,6 +5,7 @@
 -- KEYS[3]  sequence counter        (keys.queue_seq)
 -- KEYS[4]  attempts hash           (keys.queue_attempts)
 -- KEYS[5]  wake-up list            (keys.queue_notify)
+-- KEYS[6]  dead-letter reasons     (keys.queue_dead_info)
 -- ARGV[1]  job id
 -- ARGV[2]  priority
 --
@@ -14,6 +15,7 @@ if not message then
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 local seq = redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[2], -tonumber(ARGV[2]) * 4294967296 + seq, message)

@@ -1,0 +1,112 @@
+"""What `mistudio jobs` and `mistudio job ID` print: progress as a percentage, a job as a summary."""
+
+from __future__ import annotations
+
+import time
+
+from mistudio.cli.output import clean, duration, when
+
+_PAIRS = (  # (done, total) keys of the progress snapshots the tasks write
+    ("tokens_done", "tokens_total"), ("contexts_done", "contexts_total"), ("tokens", "max_tokens"),
+    ("downloaded_bytes", "total_bytes"), ("done", "total"), ("elapsed", "total"),
+)
+_PARAMS_SHOWN = 12  # params on the summary; --json has them all
+
+
+def _fraction(progress: dict) -> float | None:
+    phase = progress.get("phase")
+    if progress.get("total_steps") and phase in (None, "training"):
+        return float(progress.get("step") or 0) / float(progress["total_steps"])
+    for done, total in _PAIRS:
+        if done in progress and isinstance(progress.get(total), (int, float)) and progress[total] > 0:
+            return float(progress[done] or 0) / float(progress[total])
+    if isinstance(progress.get("fraction"), (int, float)):
+        return float(progress["fraction"])
+    return None
+
+
+def progress_text(progress: dict | None, state: str) -> str:
+    """'100%' once succeeded (the last snapshot is throttled, so it lags the end); else e.g. '51% 500/977'."""
+    if state == "succeeded":
+        return "100%"
+    if not progress:
+        return "-"
+    fraction = _fraction(progress)
+    text = "-" if fraction is None else f"{min(1.0, max(0.0, fraction)):.0%}"
+    phase = progress.get("phase")
+    if progress.get("total_steps") and phase in (None, "training"):
+        text += f" {progress.get('step') or 0}/{progress['total_steps']}"
+    elif phase and phase not in ("training", "running"):
+        text = f"{phase} {text}"
+    return text
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return clean(value, 60)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
+def _pairs(data: dict, limit: int | None = None) -> str:
+    items = [(k, v) for k, v in data.items() if v is not None and not isinstance(v, (dict, list))]
+    shown = items if limit is None else items[:limit]
+    text = "  ".join(f"{clean(k, 40)}={_number(v)}" for k, v in shown)
+    if len(shown) < len(items):
+        text += f"  (+{len(items) - len(shown)} more: --json)"
+    return text or "-"
+
+
+def _result_lines(result) -> list[tuple[str, str]]:
+    if not isinstance(result, dict):
+        return [("result", clean(result, 200))]
+    lines = []
+    metrics = result.get("final_metrics")
+    if isinstance(metrics, dict):  # a training: the metrics a researcher looks at first
+        first = ("explained_variance", "l0", "dead_fraction", "loss", "mse", "ce_loss_recovered", "tokens_per_s", "step")
+        ordered = {k: metrics[k] for k in first if k in metrics}
+        lines.append(("metrics", _pairs(ordered)))
+    scalars = {k: v for k, v in result.items() if k != "final_metrics"}
+    if scalars:
+        lines.append(("result", _pairs(scalars)))
+    return lines
+
+
+def job_summary(record: dict, progress: dict | None, stored: dict | None, now: float | None = None) -> str:
+    """The readable summary of one job: what, state, who ran it, when and how long, progress, outcome."""
+    now = time.time() if now is None else now
+    state = record["state"]
+    created, started, finished = record.get("created_at"), record.get("started_at"), record.get("finished_at")
+    attempts = record.get("attempts") or 0
+    lines = [
+        ("job", f"{clean(record['id'], None)}  ({record['task']} on the {record['queue']} queue, "
+                f"priority {record['priority']})"),
+        ("state", f"{state}, {attempts} attempt{'s' if attempts != 1 else ''}"
+                  + (f", worker {clean(record['worker'], 80)}" if record.get("worker") else "")),
+        ("created", when(created)),
+    ]
+    if started:
+        lines.append(("started", f"{when(started)}  (waited {duration(started - created)} in the queue)"
+                      if created else when(started)))
+    if finished:
+        ran = f"  (ran {duration(finished - started)})" if started else ""
+        lines.append(("finished", when(finished) + ran))
+    elif state == "running" and started:
+        lines.append(("running", f"for {duration(now - started)}"))
+    elif state == "queued" and created:
+        lines.append(("waiting", f"for {duration(now - created)}"))
+    lines.append(("progress", progress_text(progress, state)))
+    if record.get("note"):
+        lines.append(("note", clean(record["note"], 200)))
+    lines.append(("params", _pairs(record.get("params") or {}, _PARAMS_SHOWN)))
+    stored = stored or {}
+    if stored.get("result") is not None:
+        lines += _result_lines(stored["result"])
+    error = record.get("error") or stored.get("error")
+    if error:
+        lines.append(("error", clean(error, None)))
+    text = "\n".join(f"{name:<9} {value}" for name, value in lines)
+    if stored.get("traceback") and state != "succeeded":
+        text += "\n\n" + stored["traceback"].rstrip()  # the worker's, as it was raised
+    return text
