@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers import wait_for
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -30,13 +32,8 @@ WIDGET_ERROR = "Error displaying widget"
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.25, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {message}")
+    """helpers.wait_for at a pace for page queries (each asks the browser)."""
+    return wait_for(predicate, timeout, interval, message)
 
 
 def _free_port() -> int:

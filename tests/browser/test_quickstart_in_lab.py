@@ -45,7 +45,7 @@ def test_quickstart_run_all_watch_type_save_reopen_then_explore_its_features(lab
     nb = Notebook(page, lab, path.name).open()
     started = time.monotonic()
     nb.run_all()
-    wait_until(nb.all_ran, 240, message=f"Run All to finish every cell (prompts: {nb.prompts()})")
+    wait_until(nb.all_ran, 240, message="Run All to finish every cell")
     run_all_seconds = time.monotonic() - started
     monitor = nb.cell_with("display(monitor)")
     later = nb.cell_with("monitor.then(after_training)")
