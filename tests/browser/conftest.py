@@ -20,8 +20,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One Chromium per browser-test module. Not per session: Playwright's sync API keeps an asyncio
+    loop running in the main thread while it is open, and later tests call asyncio.run()."""
     why = _missing()
     if why:
         if os.environ.get("MISTUDIO_REQUIRE_BROWSER") == "1":
