@@ -20,8 +20,8 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def chromium():
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API holds an event loop while it runs,
+def chromium():  # and later tests call asyncio.run()
     why = _missing()
     if why:
         if os.environ.get("MISTUDIO_REQUIRE_BROWSER") == "1":
