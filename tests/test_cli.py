@@ -105,3 +105,14 @@ def test_table_cells_are_one_line_and_short():
     assert len(clean("x" * 500)) == 40
     text = table([{"id": "x\ny", "state": "ok"}], ["id", "state"])
     assert text.count("\n") == 1
+
+
+def test_the_terminal_bar_reads_a_preparation_phases_own_progress():
+    """training.progress events of a preparation phase carry phase_done/phase_total (tasks.training)."""
+    from mistudio.cli.progress import _phase_fraction
+    from mistudio.tasks.training import ProgressEvents
+
+    events = ProgressEvents(clock=iter([0.0, 2.0]).__next__)
+    events({"phase": "caching activations", "tokens_done": 0, "tokens_total": 1000})
+    event = events({"phase": "caching activations", "tokens_done": 250, "tokens_total": 1000})
+    assert _phase_fraction(event) == 0.25

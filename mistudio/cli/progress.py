@@ -14,7 +14,8 @@ _SHOWN = ("loss", "explained_variance", "l0", "dead_fraction")
 
 def _phase_fraction(data: dict) -> float | None:
     """How far a preparation phase (tokenizing, caching activations) is, if it says."""
-    for done, total in (("tokens_done", "tokens_total"), ("contexts_done", "contexts_total"), ("tokens", "max_tokens")):
+    for done, total in (("phase_done", "phase_total"), ("tokens_done", "tokens_total"), ("contexts_done", "contexts_total"),
+                        ("tokens", "max_tokens")):
         if data.get(total):
             return min(1.0, float(data.get(done) or 0) / float(data[total]))
     return None
