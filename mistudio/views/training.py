@@ -23,13 +23,8 @@ _L0_CURVES = (
     ("dense_fraction", "dense", 2),
     ("explained_variance", "explained variance", 3),
 )
-_FIXED_L0_CURVES = (
-    ("loss", "loss", 0),
-    ("aux_loss", "AuxK loss", 1),
-    ("dead_fraction", "dead", 2),
-    ("dense_fraction", "dense", 2),
-    ("explained_variance", "explained variance", 3),
-)
+# Where L0 is k by construction its panel shows the AuxK loss instead; the other curves are the same.
+_FIXED_L0_CURVES = tuple(("aux_loss", "AuxK loss", 1) if curve[0] == "l0" else curve for curve in _L0_CURVES)
 _TITLES = ("Loss", "L0 (active features per token)", "Dead / dense features (fraction)", "Explained variance")
 _FIXED_L0_TITLE = "AuxK loss (dead latents; L0 is k)"
 
