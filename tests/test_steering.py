@@ -216,6 +216,7 @@ def test_other_request_errors(tiny_gpt2, sae):
     _refused("features[1].index", "once", request, features=[{"index": 1, "strength": 1}, {"index": 1, "strength": 2}])
     _refused("features[0].strength", "strength", request, features=[{"index": 1}])
     _refused("top_p", "0.9", request, top_p=0.0)
+    _refused("max_new_tokens", "fewer", request, prompts=["a"] * 16, sweep=[1.0] * 16, max_new_tokens=100)
     _refused("colour", "prompts", request, colour="red")
     _refused("positions", "'all'", steer, tiny_gpt2, sae, HOOK, request(positions=500))
     _refused("strength_unit", "mistudio features run1", steer, tiny_gpt2, sae, HOOK,

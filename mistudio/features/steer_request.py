@@ -24,6 +24,7 @@ MAX_PROMPT_CHARS = 20_000
 MAX_FEATURES = 32
 MAX_SWEEP = 16  # one steered completion per strength, all in one batch
 MAX_NEW_TOKENS = 1024
+MAX_STREAMED_TOKENS = 16_384  # per steer: every token is one event, and a channel keeps 20,000 for late readers
 STRENGTH_LIMIT = 1e6  # finite but absurd strengths only overflow half-precision activations
 DEFAULTS: dict[str, Any] = {
     "method": "additive", "strength_unit": "max_activation", "positions": "all", "max_new_tokens": 32,
@@ -135,6 +136,11 @@ def check_request(request: Any) -> dict:
                                "use method 'additive' or 'clamp' to sweep strengths")
         sweep = [_number(s, f"sweep[{i}]", "give finite strengths") for i, s in enumerate(sweep)]
     out["sweep"] = sweep
+    total = len(out["prompts"]) * (1 + (len(sweep) if sweep else 1)) * out["max_new_tokens"]
+    if total > MAX_STREAMED_TOKENS:
+        raise InvalidInput("max_new_tokens", f"{len(out['prompts'])} prompt(s) x {1 + (len(sweep) if sweep else 1)} "
+                           f"completions x {out['max_new_tokens']} tokens is {total:,} tokens, more than "
+                           f"{MAX_STREAMED_TOKENS:,} per steer", "ask for fewer new tokens, prompts or sweep strengths")
     return out
 
 
