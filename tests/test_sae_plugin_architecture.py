@@ -75,7 +75,10 @@ def toy_config(**kw) -> TrainingConfig:
 
 def test_a_plugin_architecture_is_validated_with_its_own_defaults_and_fields(plugin):
     assert registry.names()[:4] == ("relu", "topk", "batchtopk", "jumprelu") and "plain_l1" in registry.names()
+    toy_config(architecture="topk", k=4)
+    assert "toy_sae" not in sys.modules  # other configs validate without importing the plugin (and torch)
     cfg = toy_config()
+    assert "toy_sae" in sys.modules
     assert cfg.l1_coefficient == 2.5  # the plugin's default, from its record
     assert cfg.k is None and cfg.l0_coefficient is None
     with pytest.raises(InvalidInput) as info:

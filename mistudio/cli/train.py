@@ -12,9 +12,12 @@ import click
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from mistudio import jobs
 from mistudio.cli import cli
 from mistudio.cli.output import emit_json
+from mistudio.cli.progress import follow
 from mistudio.errors import InvalidInput
+from mistudio.redis import keys
 from mistudio.sae import registry
 from mistudio.sae.config import TrainingConfig
 
@@ -124,11 +127,6 @@ def config_options(model: type[BaseModel], aliases: dict[str, tuple[str, ...]]):
 @click.option("--wait", is_flag=True, help="Follow the training with a progress bar until it ends.")
 def train(config_file, as_json, wait, **options):
     """Submit an SAE training job and print its id (the training id)."""
-    # Here, not at the top: submitting pulls in the queue and Redis, which `mistudio train --help` does not need.
-    from mistudio import jobs
-    from mistudio.cli.progress import follow
-    from mistudio.redis import keys
-
     params = _read_config(config_file)
     params.update({k: v for k, v in options.items() if v is not None})
     job = jobs.submit("train_sae", params)

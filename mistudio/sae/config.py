@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mistudio.errors import InvalidInput
 from mistudio.models.hook_names import parse_hook_point
-from mistudio.sae.registry import architectures, check_architecture, get
+from mistudio.sae.registry import built_in, check_architecture, get
 from mistudio.settings import get_settings
 from mistudio.validation import preview
 
@@ -177,7 +177,7 @@ class SAEConfig(_Validated):
         """
         for name in sorted(_architecture_fields() - architecture.fields):
             if getattr(self, name) is not None and type(self).model_fields[name].default is None:
-                users = " or ".join(a.name for a in architectures() if name in a.fields)
+                users = " or ".join(a.name for a in built_in() if name in a.fields)
                 raise InvalidInput(name, f"only applies to {users}, not architecture {self.architecture!r}",
                                    f"remove {name} or change architecture")
         for name in architecture.fields:
@@ -292,8 +292,12 @@ class TrainingConfig(SAEConfig):
 
 
 def _architecture_fields() -> frozenset[str]:
-    """Config fields some architecture reads: the others may not be given for it."""
-    return frozenset().union(*(a.fields for a in architectures()))
+    """Config fields some built-in architecture reads: the others may not be given for it.
+
+    Built-in only: a plugin reads existing fields (it adds none), and validating a config must
+    not import every installed plugin's module (and torch with it).
+    """
+    return frozenset().union(*(a.fields for a in built_in()))
 
 
 def _at_most(cfg, name: str, limit: int, fix: str) -> None:

@@ -10,7 +10,8 @@ The records are torch-free because a config is validated (before it is queued) w
 importing torch; the class is imported when first needed. A new architecture is one module:
 define the SAE class and an `Architecture` record in it, and either call `register(record)` or
 name the record in a `mistudio.architectures` entry point (`toy = my_package.toy_sae:ARCHITECTURE`),
-which makes it a choice for config validation, `mistudio train --architecture` and `load_sae`.
+which makes it a choice for config validation, `mistudio train --architecture` and `load_sae`
+(the entry point's module is imported only when its name is used).
 """
 
 from __future__ import annotations
@@ -142,7 +143,13 @@ def get(name: str) -> Architecture:
 
 
 def architectures() -> tuple[Architecture, ...]:
+    """Every record, plugins' included (loading an entry point imports its module)."""
     return tuple(get(name) for name in names())
+
+
+def built_in() -> tuple[Architecture, ...]:
+    """The records miStudio ships: known without importing any plugin (or torch)."""
+    return _BUILT_IN
 
 
 def get_architecture(name: str):
@@ -162,6 +169,4 @@ def from_saelens_name(saelens_name: str) -> Architecture:
 def __getattr__(attr: str):
     if attr == "ARCHITECTURES":  # {name: class}, as before: imports the classes (and torch)
         return {name: get_architecture(name) for name in names()}
-    if attr == "ARCHITECTURE_NAMES":  # as before; names() also sees architectures registered later
-        return names()
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
