@@ -121,6 +121,26 @@ def test_the_cli_offers_a_plugin_architecture(plugin):
 
 # `architecture ==`, `architecture in (...)` / `in SOME_TABLE`, or any comparison with an architecture's name.
 NAMES = "relu|topk|batchtopk|jumprelu|standard"
+def test_an_architecture_registered_in_process_is_a_choice_and_a_name_is_taken_once(monkeypatch):
+    from mistudio.sae.relu import ReluSAE
+
+    class NotebookSAE(ReluSAE):
+        architecture = "notebook_relu"
+
+    monkeypatch.setattr(registry, "_registered", {})  # forgotten after the test
+    registry.register(registry.Architecture("notebook_relu", NotebookSAE, "defined in a notebook cell",
+                                            saelens_name="standard", sparsity_field="l1_coefficient"))
+    assert registry.get_architecture("notebook_relu") is NotebookSAE
+    cfg = toy_config(architecture="notebook_relu", l1_coefficient=1.0)
+    assert cfg.l1_coefficient == 1.0
+    with pytest.raises(InvalidInput, match="l1_coefficient: architecture 'notebook_relu' needs it"):
+        toy_config(architecture="notebook_relu")  # its record gives no default
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.Architecture("topk", NotebookSAE, "a second topk", saelens_name="topk"))
+    with pytest.raises(TypeError, match="must be 'wrong'"):
+        registry.Architecture("wrong", NotebookSAE, "a mismatched name", saelens_name="standard").load()
+
+
 SWITCH = re.compile(rf"architecture\s*(==|!=|\b(not )?in\s*([(\[{{]|[A-Z_]{{2,}}\b))"
                     rf"|(==|!=|\bin\s*[(\[{{])\s*[\"']({NAMES})[\"']|[\"']({NAMES})[\"']\s*(==|!=|\bin\b)")
 ARCHITECTURE_MODULES = {"registry.py", "base.py", "relu.py", "topk.py", "batchtopk.py", "jumprelu.py"}

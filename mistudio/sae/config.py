@@ -183,6 +183,9 @@ class SAEConfig(_Validated):
         for name in architecture.fields:
             if getattr(self, name) is None:
                 setattr(self, name, architecture.default(name, _profile))
+        if architecture.sparsity_field is not None and getattr(self, architecture.sparsity_field) is None:
+            raise InvalidInput(architecture.sparsity_field, f"architecture {architecture.name!r} needs it (it has no default)",
+                               f"give {architecture.sparsity_field}, e.g. 1.0")
 
     def with_d_in(self, d_in: int):
         """This config with the activation width filled in (and d_sae resolved, k re-checked)."""

@@ -116,8 +116,14 @@ def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def _all() -> dict:
-    """name -> Architecture (built-in and registered) or EntryPoint (not loaded yet: loading imports its module)."""
-    return {**{a.name: a for a in _BUILT_IN}, **_registered, **_plugins()}
+    """name -> Architecture (built-in and registered) or EntryPoint (not loaded yet: loading imports its module).
+
+    Built-in names come first and cannot be taken over by a plugin of the same name.
+    """
+    found: dict = {a.name: a for a in _BUILT_IN}
+    for name, entry in {**_plugins(), **_registered}.items():
+        found.setdefault(name, entry)
+    return found
 
 
 def names() -> tuple[str, ...]:
