@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json
 from mistudio.errors import InvalidInput
 
