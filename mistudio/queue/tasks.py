@@ -77,7 +77,8 @@ def task(name: str, *, queue: str, priority: int, description: str, validate: Ca
          id_prefix: str = "job", on_failure: Callable[[str, dict, str], None] | None = None,
          rate_tier: str | None = None, slot: str | None = None, channel: Callable[[str], str] | None = None,
          channel_param: str | None = None, events: tuple[str, ...] = ()):
-    """Register the decorated function as task `name` (checked now: see check())."""
+    """Register the decorated function as task `name` (checked now: see check()); the function
+    is returned as it was, with its spec as `fn.task_spec`."""
 
     def decorator(fn):
         spec = TaskSpec(name, fn, queue, priority, description, validate, id_prefix, on_failure, rate_tier, slot,
@@ -88,6 +89,7 @@ def task(name: str, *, queue: str, priority: int, description: str, validate: Ca
             raise InvalidInput("task", f"{name!r} is registered twice ({_where(known.fn)} and {_where(fn)})",
                                "give one of them another name")
         _TASKS[name] = spec
+        fn.task_spec = spec  # the body may read its own spec (e.g. its channel_for)
         return fn
 
     return decorator
