@@ -9,7 +9,6 @@ import os
 import pkgutil
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from helpers import run_cli, wait_for
 from mistudio import events, jobs, limits
 from mistudio.errors import InvalidInput
 from mistudio.limits import Slot
-from mistudio.queue import apps
+from mistudio.queue import apps, records
 from mistudio.queue import tasks as registry
 from mistudio.queue.routes import QUEUES
 from mistudio.redis import keys
@@ -28,7 +27,7 @@ from mistudio.tasks import all_tasks, get_task, markdown_table
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[1]
 
-# Exactly what a new task module holds, here as a plugin package's module (entry point "mistudio.tasks").
+# Exactly what a new task module holds (here a plugin package's, found by its entry point).
 TOY_MODULE = '''
 """toy.count: count to three on a dataset's channel, slowly."""
 
@@ -62,28 +61,36 @@ def count(job, dataset_id: str, seconds: float) -> dict:
 '''
 
 
+def _plugin(site: Path, name: str, module_text: str) -> dict:
+    """Module `name` and the metadata an installed package with a `mistudio.tasks` entry point has;
+    the environment a subprocess (CLI, worker) finds it in."""
+    site.mkdir()
+    (site / f"{name}.py").write_text(textwrap.dedent(module_text))
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[mistudio.tasks]\n{name} = {name}\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", str(REPO))])}
+
+
 @pytest.fixture
 def toy_plugin(tmp_path, monkeypatch):
-    """The toy module and the metadata an installed plugin package has; registered in this process
-    (as mistudio.tasks does at import), found by the entry point in every subprocess."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "toy_count.py").write_text(textwrap.dedent(TOY_MODULE))
-    dist = site / "mistudio_toy-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mistudio-toy\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[mistudio.tasks]\ntoy = toy_count\n")
+    """The toy as a plugin: found by its entry point in every subprocess, and registered in this
+    process the way mistudio.tasks registers it at import."""
+    env = _plugin(tmp_path / "site", "toy_count", TOY_MODULE)
     monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))  # the toy leaves with the test
     monkeypatch.setattr(apps, "_apps", {})  # apps register the tasks known when they are made
-    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     import toy_count  # noqa: F401
 
-    yield {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", str(REPO))])}
+    yield env
     sys.modules.pop("toy_count", None)
 
 
-def _slot_holders() -> list[str]:
-    return Slot("generations").holders()
+def _holds_the_slot(job: jobs.Job) -> bool:
+    if job.status() in records.TERMINAL:  # ended before it was seen holding it: say how
+        raise AssertionError(f"{job.id} ended {job.status()}: {job.record().get('error')}")
+    return any(holder.startswith(f"{job.id}/") for holder in Slot("generations").holders())
 
 
 def test_a_toy_task_by_one_spec_runs_through_the_api_the_cli_and_a_worker(toy_plugin, workers):
@@ -98,7 +105,7 @@ def test_a_toy_task_by_one_spec_runs_through_the_api_the_cli_and_a_worker(toy_pl
     assert first.id.startswith("toy_")
     assert (first.record()["queue"], first.record()["priority"]) == ("io", 4)
     assert first.channel() == keys.dataset_process_channel("alpha")
-    wait_for(lambda: any(h.startswith(f"{first.id}/") for h in _slot_holders()), 60, message="the slot held")
+    wait_for(lambda: _holds_the_slot(first), 60, message="the toy job holding its slot")
     # The io worker's second thread claims this one at once; its slot (one per device) makes it wait.
     second = jobs.submit("toy.count", {"dataset_id": "beta"})
     a, b = first.result(timeout=90), second.result(timeout=90)
@@ -193,3 +200,38 @@ def test_the_shipped_tasks_keep_their_routes_tiers_and_slots():
     assert all_tasks()["train_sae"].channel_for("tr_1", {}) == keys.training_channel("tr_1")
     assert all_tasks()["extract_features"].channel_for("fx_1", {"training_id": "tr_1"}) == keys.features_channel("tr_1")
     assert all_tasks()["process_dataset"].channel_for("ds_1", {"dataset_id": None}) == keys.dataset_process_channel("ds_1")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"queue": "tpu"}, "queue: unknown queue 'tpu'"),
+    ({"priority": 256}, "priority: must be an integer 0..255"),
+    ({"priority": True}, "priority: must be an integer 0..255"),
+])
+def test_a_submit_may_override_the_route_only_with_a_known_queue_and_priority(redis_db, override, message):
+    with pytest.raises(InvalidInput, match=message):
+        jobs.submit("diagnostics.echo", {}, **override)
+    assert jobs.list_jobs(10) == []
+
+
+def test_an_unknown_task_names_the_known_ones(redis_db):
+    with pytest.raises(InvalidInput, match="task: unknown task 'train'. Fix: use one of diagnostics.echo"):
+        jobs.submit("train", {})
+    refused = run_cli("submit", "train")
+    assert refused.returncode == 1 and "unknown task 'train'" in refused.stderr and "train_sae" in refused.stderr
+
+
+def test_a_plugin_with_a_bad_spec_or_a_broken_module_stops_the_command_naming_it(tmp_path):
+    bad = _plugin(tmp_path / "a", "bad_spec", '''
+        from mistudio.queue.tasks import task
+
+        @task("toy.bad", queue="tpu", priority=1, description="never registered")
+        def bad(job):
+            return {}
+        ''')
+    out = run_cli("tasks", env=bad)
+    assert out.returncode != 0 and "task 'toy.bad': queue: unknown queue 'tpu'. Fix: use one of gpu" in out.stderr
+
+    broken = _plugin(tmp_path / "b", "broken_tasks", "raise RuntimeError('a bug in the plugin')\n")
+    out = run_cli("tasks", env=broken)
+    assert out.returncode != 0
+    assert "task module 'broken_tasks' (entry point 'broken_tasks' of broken_tasks) failed to import: a bug" in out.stderr

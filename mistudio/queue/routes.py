@@ -17,7 +17,6 @@ class QueueSpec:
     name: str
     workers: int  # worker threads in the queue's consumer process
     isolate: bool  # run each task in a spawned child process (CUDA cannot survive fork)
-    description: str
 
 
 @dataclass(frozen=True)
@@ -27,9 +26,10 @@ class Route:
 
 
 QUEUES: dict[str, QueueSpec] = {
-    "gpu": QueueSpec("gpu", workers=1, isolate=True, description="SAE training and feature extraction"),
-    "io": QueueSpec("io", workers=2, isolate=False, description="model and dataset downloads"),
-    "cpu": QueueSpec("cpu", workers=1, isolate=False, description="dataset processing"),
+    # Which tasks run on each is in their specs (`mistudio tasks`).
+    "gpu": QueueSpec("gpu", workers=1, isolate=True),
+    "io": QueueSpec("io", workers=2, isolate=False),
+    "cpu": QueueSpec("cpu", workers=1, isolate=False),
 }
 
 MAX_PRIORITY = 255
@@ -46,6 +46,6 @@ def route(default: Route, queue: str | None = None, priority: int | None = None)
     """A task's default route (TaskSpec.route) with a submit's overrides checked."""
     queue = default.queue if queue is None else queue_spec(queue).name
     priority = default.priority if priority is None else priority
-    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= MAX_PRIORITY:
         raise InvalidInput("priority", f"must be an integer 0..{MAX_PRIORITY}, got {priority!r}", "pass e.g. priority=5")
     return Route(queue, priority)

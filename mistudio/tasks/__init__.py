@@ -24,11 +24,11 @@ ENTRY_POINT_GROUP = "mistudio.tasks"
 def _load_plugins() -> None:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            importlib.import_module(entry.value.split(":")[0])
+            importlib.import_module(entry.module)
         except InvalidInput:
             raise  # a spec's own error names the task, the field and the fix
-        except Exception as exc:
-            raise ImportError(f"task module {entry.value!r} (entry point {entry.name!r} of "
+        except Exception as exc:  # which package's plugin broke, not only its traceback
+            raise ImportError(f"task module {entry.module!r} (entry point {entry.name!r} of "
                               f"{getattr(entry.dist, 'name', '?')}) failed to import: {exc}") from exc
 
 
