@@ -14,8 +14,10 @@ import re
 from mistudio import validation
 from mistudio.data.corpora import check_corpus
 from mistudio.errors import InvalidInput
+from mistudio.models.download import is_repo_id
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.settings import get_settings
 from mistudio.tasks.reporting import Reporter
 from mistudio.validation import preview
 
@@ -46,8 +48,6 @@ def _positive_int(params: dict, name: str, limit: int | None = None) -> int | No
 
 
 def _hub_id(params: dict, name: str) -> str:
-    from mistudio.models.download import is_repo_id
-
     value = _text(params, name, required=True)
     if not is_repo_id(value):
         raise InvalidInput(name, f"{preview(value)} is not a Hugging Face hub id", "use e.g. 'openai-community/gpt2'")
@@ -111,9 +111,9 @@ _PROCESS_PARAMS = ("source", "model", "context_length", "max_tokens", "dataset_i
 
 
 def validate_process_dataset(params: dict) -> dict:
+    # why: packing and processed import torch and transformers, kept off the submit path of other tasks
     from mistudio.data.packing import check_context_length, framing_for
     from mistudio.data.processed import _tokenizer_and_limit
-    from mistudio.settings import get_settings
 
     validation.only(params, _PROCESS_PARAMS, "process_dataset")
     profile = get_settings().profile
