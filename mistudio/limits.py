@@ -37,6 +37,7 @@ from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
 from mistudio.coord.polling import poll_until
+from mistudio.tasks import all_tasks
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ def tier_windows(tier: str) -> list[Window]:
 
 
 def tiers_for_task(task: str) -> list[str]:
-    """The API tier, plus the task's own tier if it has one."""
-    own = config.TASK_RATE_TIERS.get(task)
+    """The API tier, plus the task's own tier if its spec names one."""
+    spec = all_tasks().get(task)
+    own = spec.rate_tier if spec else None
     return [config.API_TIER] + ([own] if own else [])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json
 
 

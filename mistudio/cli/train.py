@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from mistudio import jobs
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json
 from mistudio.cli.progress import follow
 from mistudio.errors import InvalidInput

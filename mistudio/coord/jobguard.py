@@ -1,7 +1,7 @@
 """What a running job holds besides its queue lease, for the worker that runs it.
 
 - its assignment (`job:{id}:assignment`, `worker:{id}:jobs`);
-- its task's concurrency slot (limits_config.TASK_SLOTS: one training, two downloads...
+- its task's concurrency slot (its spec's `slot`: one training, two downloads...
   per device), a lease that a dead worker's job gives up by itself;
 - on an isolated (GPU) queue, the device's GPU lock and its fencing token.
 
@@ -31,11 +31,11 @@ import threading
 import time
 import uuid
 
-from mistudio import limits_config
 from mistudio.coord import assignments, locks
 from mistudio.limits import Slot
 from mistudio.redis.connection import get_client
 from mistudio.settings import Settings
+from mistudio.tasks import all_tasks
 
 logger = logging.getLogger("mistudio.coord.jobguard")
 
@@ -47,7 +47,8 @@ class JobGuard:
     def __init__(self, settings: Settings, *, job_id: str, task: str, worker_id: str, gpu: bool):
         self.job_id, self.worker_id, self.device = job_id, worker_id, settings.device_id
         self.client = get_client("locks", settings=settings)
-        slot_name = limits_config.TASK_SLOTS.get(task)
+        spec = all_tasks().get(task)
+        slot_name = spec.slot if spec else None
         self.slot = Slot(slot_name, holder=job_id, settings=settings) if slot_name else None
         self.gpu = locks.GpuLock(self.device, holder=f"{worker_id}/{job_id}", settings=settings) if gpu else None
         self.holder = f"{worker_id}/{uuid.uuid4().hex[:12]}"  # this delivery's, in the assignment

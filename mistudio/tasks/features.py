@@ -64,7 +64,13 @@ def validate_extract_features(params: dict) -> dict:
     return clean
 
 
-@task("extract_features", validate=validate_extract_features, id_prefix="fx")
+# No rate tier of its own (the API tier only): an extraction always follows a training (itself
+# limited to 5/h), its size is fixed by the profile, and the GPU lock already runs it one at a time
+# per device; charging it to training_starts would halve that budget.
+@task("extract_features", queue="gpu", priority=7, channel=keys.features_channel, channel_param="training_id",
+      events=("features.progress", "features.completed", "features.error"),
+      validate=validate_extract_features, id_prefix="fx",
+      description="find each feature's top contexts and statistics on held-out text")
 def extract_features(job, training_id: str, **options) -> dict:
     from mistudio import cache
     from mistudio.features import extract_features as extract

@@ -91,7 +91,11 @@ def publish_failure(training_id: str, params: dict, error: str) -> None:
     events.publish(keys.training_channel(training_id), "training.error", {"error": error})
 
 
-@task("train_sae", validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure)
+@task("train_sae", queue="gpu", priority=10, rate_tier="training_starts", slot="trainings",
+      channel=keys.training_channel,
+      events=("training.progress", "training.checkpoint", "training.completed", "training.error"),
+      validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure,
+      description="train an SAE on a model's activations (a retry resumes from its checkpoint)")
 def train_sae(job, **config) -> dict:
     from mistudio import cache
     from mistudio.sae.config import TrainingConfig

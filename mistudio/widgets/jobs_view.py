@@ -7,6 +7,7 @@ import time
 
 import ipywidgets as W
 
+from mistudio.jobs import get_job, list_jobs
 from mistudio.widgets.polling import PollingView
 
 COLUMNS = ("id", "task", "queue", "state", "progress", "attempts", "worker", "age")
@@ -48,8 +49,6 @@ class JobsView(PollingView):
         self.widget = W.VBox([W.HTML("<b>Jobs</b>"), self.grid, self.message])
 
     def fetch(self) -> list[dict]:
-        from mistudio.jobs import list_jobs
-
         return list_jobs(self.limit, state=self.state)
 
     def cells(self, record: dict) -> dict:
@@ -80,8 +79,6 @@ class JobsView(PollingView):
         self.grid.children = children
 
     def act(self, job_id: str, action: str) -> None:
-        from mistudio.jobs import get_job
-
         try:
             job = get_job(job_id)
             result = job.cancel() if action == "cancel" else job.retry()

@@ -24,6 +24,7 @@ import ipywidgets as W
 from IPython.display import display
 
 from mistudio.events import Subscription
+from mistudio.jobs import Job
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
 from mistudio.views.display import figure_bundle, html_bundle, widget_bundle
@@ -58,8 +59,6 @@ def _duration(seconds: float | None) -> str:
 
 class TrainingMonitor:
     def __init__(self, job, *, refresh_hz: float = 2.0, max_points: int = 2000):
-        from mistudio.jobs import Job
-
         self.job = job if isinstance(job, Job) else Job(str(job))
         self.architecture = (self.job.record().get("params") or {}).get("architecture")
         self.channel = keys.training_channel(self.job.id)
