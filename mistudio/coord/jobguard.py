@@ -33,7 +33,7 @@ import uuid
 
 from mistudio import limits_config
 from mistudio.coord import assignments, locks
-from mistudio.limits import Slot
+from mistudio.coord.slots import Slot
 from mistudio.redis.connection import get_client
 from mistudio.settings import Settings
 
