@@ -180,6 +180,7 @@ class Settings:
     def training_run_dir(self, training_id: str) -> Path:
         """runs/{training_id}: the id must be a valid job id and the folder resolve inside runs_dir
         (an id read from Redis is input: never let it name a folder elsewhere)."""
+        # why: settings is imported by the queue; a module-level import would loop (settings -> queue -> settings)
         from mistudio.queue.ids import check_job_id
 
         path = self.runs_dir / check_job_id(training_id, "training_id")
