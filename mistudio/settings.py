@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mistudio.errors import InvalidInput
@@ -152,7 +152,6 @@ class Settings:
     memory_budget: int
     event_history: int
     cache_memory_share: float
-    extra: dict = field(default_factory=dict)
 
     def db(self, name: str) -> int:
         try:
