@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mistudio.errors import InvalidInput
@@ -152,7 +152,6 @@ class Settings:
     memory_budget: int
     event_history: int
     cache_memory_share: float
-    extra: dict = field(default_factory=dict)
 
     def db(self, name: str) -> int:
         try:
@@ -180,6 +179,7 @@ class Settings:
     def training_run_dir(self, training_id: str) -> Path:
         """runs/{training_id}: the id must be a valid job id and the folder resolve inside runs_dir
         (an id read from Redis is input: never let it name a folder elsewhere)."""
+        # why: settings is imported by the queue; a module-level import would loop (settings -> queue -> settings)
         from mistudio.queue.ids import check_job_id
 
         path = self.runs_dir / check_job_id(training_id, "training_id")

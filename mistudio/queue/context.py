@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from mistudio.coord import locks
 from mistudio.queue import records
+from mistudio.redis.connection import get_client
 
 logger = logging.getLogger("mistudio.queue")
 
@@ -87,16 +89,12 @@ class JobContext:
         Both fences must hold: the queue lease, and (on a GPU queue) the device's GPU lock
         token this process was started with (coord.locks.job_fence). A fence found lost
         stops the job as "lease_lost": another delivery will run it."""
-        from mistudio.coord import locks
-
         if not self.lease_valid():
             logger.warning("job %s: lease %s lost, refusing to commit", self.job_id, self.lease_id)
             self.stop("lease_lost")
             return False
         fence = locks.job_fence()
         if fence is not None:
-            from mistudio.redis.connection import get_client
-
             client = get_client("locks")
             if not self._confirm("the GPU lock", lambda: locks.check_fence(client, *fence)):
                 logger.warning("job %s: the GPU lock has a newer holder, refusing to commit", self.job_id)
