@@ -17,7 +17,7 @@ import mistudio.tasks
 from helpers import run_cli, wait_for
 from mistudio import events, jobs, limits
 from mistudio.errors import InvalidInput
-from mistudio.limits import Slot
+from mistudio.coord.slots import Slot
 from mistudio.queue import apps, records
 from mistudio.queue import tasks as registry
 from mistudio.queue.routes import QUEUES
