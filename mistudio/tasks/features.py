@@ -3,8 +3,8 @@ finished run, with progress on `features:{training_id}` and the job record.
 
 Results are committed under the job's fence (a lost lease writes nothing), then the run's cached
 statistics are invalidated, then `features.completed` is published: a listener that reacts to it
-reads the new results. A failure ends the channel with `features.error`, a stop with
-`features.completed` whose `status` is "stopped", so nobody waits forever.
+reads the new results. A failure ends the channel with `features.error`, a stop that ends the
+job (cancelled, time limit) with `features.stopped`, as a training's, so nobody waits forever.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import time
 
 from mistudio import validation
 from mistudio.errors import InvalidInput
+from mistudio.events import FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.tasks.reporting import Reporter
+from mistudio.tasks.training import FINAL_STOPS
 from mistudio.validation import preview
 
 _OPTIONS = {"n_tokens": 1, "top_k": 1, "context_window": 0}
@@ -72,15 +74,16 @@ def extract_features(job, training_id: str, **options) -> dict:
 
     folder = get_settings().training_run_dir(training_id)
     started = time.time()
-    with Reporter(job, keys.features_channel(training_id), "features.progress") as report:
+    with Reporter(job, keys.features_channel(training_id), FeaturesProgress) as report:
         try:
             summary = extract(folder, progress=report, should_stop=job.should_stop, before_commit=job.before_commit,
                               **options)
         except Exception as exc:
-            report.event("features.error", {"training_id": training_id, "error": f"{type(exc).__name__}: {exc}"})
+            report.event(FeaturesError(training_id=training_id, error=f"{type(exc).__name__}: {exc}"))
             raise
         if summary.get("stopped"):
-            report.event("features.completed", {"training_id": training_id, "status": "stopped"})
+            if job.stop_reason in FINAL_STOPS:  # else another delivery goes on with it on this channel
+                report.event(FeaturesStopped(training_id=training_id, reason=job.stop_reason))
             return {"training_id": training_id, "stopped": True}
         try:
             cache.invalidate_training(training_id)  # cached stats, correlations, checkpoint list are stale now
@@ -92,5 +95,5 @@ def extract_features(job, training_id: str, **options) -> dict:
             **{k: summary[k] for k in ("total_features", "avg_activation_frequency", "dead_neurons",
                                        "dense_features", "n_tokens", "mean_l0")},
         }
-        report.event("features.completed", result)
+        report.event(FeaturesCompleted(**result))
     return result
