@@ -332,3 +332,14 @@ def test_topk_curves_show_the_auxk_loss_instead_of_a_flat_l0_and_the_loss_has_a_
     assert [b.args[0]["yaxis.type"] for b in switch.buttons] == ["log", "linear"]
     topk.figure.layout.yaxis.type = "linear"  # what the switch does in the browser
     assert topk.static_figure().layout.yaxis.type == "linear"
+
+
+def test_a_stopped_training_ends_the_monitor_as_its_last_event(redis_db):
+    job = _record_job(redis_db)
+    for step in range(0, 30, 10):
+        _progress(job.id, step, 400)
+    events.publish(keys.training_channel(job.id), events.TrainingStopped(step=20, reason="cancelled"))
+    monitor = TrainingMonitor(job, refresh_hz=10).follow(timeout=30)
+    assert monitor.done and monitor.state == "cancelled" and monitor.step == 20
+    assert monitor.error is None and "cancelled" in monitor.final_html()
+    assert monitor.progress.bar_style == "warning" and monitor.cancel_button.disabled
