@@ -53,10 +53,10 @@ def brute(run):
     from mistudio.models.hooks import capture_activations
     from mistudio.models.loading import load_model
     from mistudio.sae.export import load_sae
-    from mistudio.training import read_run_file
+    from mistudio.runs import RunFolder
 
     run_dir, summary, _ = run
-    info = read_run_file(run_dir)
+    info = RunFolder(run_dir).read_info()
     start, stop = info["holdout_contexts"]
     tokens = ProcessedDataset.load(info["dataset_path"]).tokens
     model = load_model(info["model"], device="cpu")

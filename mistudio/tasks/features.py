@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from mistudio import validation
+from mistudio import runs, validation
 from mistudio.errors import InvalidInput
 from mistudio.events import FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped
 from mistudio.queue.tasks import task
@@ -29,14 +29,13 @@ _TOP_K, _WINDOW, _RESERVOIR = 20, 10, 32
 def validate_extract_features(params: dict) -> dict:
     import json
 
-    from mistudio.feature_queries import run_dir
     from mistudio.settings import get_settings
 
     validation.only(params, ("training_id", *_OPTIONS), "extract_features")
     # The training id names the run's folder (runs/{training_id}): a plain name, never a path.
     training_id = validation.name(params.get("training_id"), "training_id")
-    folder = run_dir(training_id)  # InvalidInput naming training_id for an unknown id
-    if not (folder / "sae" / "sae_weights.safetensors").is_file():
+    folder = runs.existing(training_id)  # InvalidInput naming training_id for an unknown id
+    if not folder.exported():
         raise InvalidInput("training_id", f"run {training_id!r} has no exported SAE yet",
                            "train first: wait for its train_sae job to succeed (mistudio job ID)")
     clean = {"training_id": training_id}
@@ -51,7 +50,7 @@ def validate_extract_features(params: dict) -> dict:
         raise InvalidInput("context_window", f"{window:,} tokens either side is more than {_MAX_WINDOW}",
                            "use e.g. context_window=10")
     try:
-        d_sae = int(json.loads((folder / "sae" / "cfg.json").read_text())["d_sae"])
+        d_sae = int(json.loads(folder.export_config.read_text())["d_sae"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InvalidInput("training_id", f"run {training_id!r} has a damaged SAE export (sae/cfg.json)",
                            "train it again, or retry its train_sae job") from None
@@ -70,13 +69,11 @@ def validate_extract_features(params: dict) -> dict:
 def extract_features(job, training_id: str, **options) -> dict:
     from mistudio import cache
     from mistudio.features import extract_features as extract
-    from mistudio.settings import get_settings
-
-    folder = get_settings().training_run_dir(training_id)
+    folder = runs.for_training(training_id)
     started = time.time()
     with Reporter(job, keys.features_channel(training_id), FeaturesProgress) as report:
         try:
-            summary = extract(folder, progress=report, should_stop=job.should_stop, before_commit=job.before_commit,
+            summary = extract(folder.path, progress=report, should_stop=job.should_stop, before_commit=job.before_commit,
                               **options)
         except Exception as exc:
             report.event(FeaturesError(training_id=training_id, error=f"{type(exc).__name__}: {exc}"))
@@ -91,7 +88,7 @@ def extract_features(job, training_id: str, **options) -> dict:
             pass
         result = {
             "training_id": training_id, "status": "succeeded", "extraction_id": summary["extraction_id"],
-            "results_dir": str(folder / "features"), "duration": time.time() - started,
+            "results_dir": str(folder.features), "duration": time.time() - started,
             **{k: summary[k] for k in ("total_features", "avg_activation_frequency", "dead_neurons",
                                        "dense_features", "n_tokens", "mean_l0")},
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from mistudio import events
+from mistudio import events, runs
 from mistudio.events import TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress, TrainingStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
@@ -99,14 +99,13 @@ def publish_failure(training_id: str, params: dict, error: str) -> None:
 def train_sae(job, **config) -> dict:
     from mistudio import cache
     from mistudio.sae.config import TrainingConfig
-    from mistudio.settings import get_settings
     from mistudio.training import train
 
     from mistudio.sae.memory import reuse_freed_memory
 
     reuse_freed_memory()  # this process is the job's own child: keep freed blocks for the next step (sae/memory.py)
     training_id = job.job_id
-    run_dir = get_settings().training_run_dir(training_id)
+    run_dir = runs.for_training(training_id).path
     cfg = TrainingConfig.model_validate(config)
     started = time.time()
     with Reporter(job, keys.training_channel(training_id), TrainingProgress) as report:
