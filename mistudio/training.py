@@ -3,7 +3,7 @@
 No Redis in here (the `train_sae` job wraps it): progress goes to callbacks.
 
     config = prepare_config({"architecture": "topk"})   # checks everything, fills defaults
-    result = train(config, run_dir, progress=print)
+    result = prepare_and_train(config, run_dir, progress=print)
 
 The run folder (its layout: mistudio/runs.py) gets run.json (what was trained on: model,
 hook point, dataset, which contexts were held out for feature analysis), the trainer's
@@ -89,15 +89,17 @@ def _subset(tokens, start: int, stop: int):
                         tokens.activation_mask[start:stop])
 
 
-def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_checkpoint=None,
+def prepare_and_train(config, run_dir: Path | str, *, progress: Progress | None = None, on_checkpoint=None,
           should_stop: Callable[[], bool] | None = None, before_commit: Callable[[int], bool] | None = None,
           evaluate: bool = True) -> dict:
-    """Train (or resume) the run in run_dir; returns the final metrics and where the SAE is."""
+    """Prepare what the SAE trains on (load the model, tokenize the corpus, cache the training
+    contexts' activations), then train_and_export in run_dir (resuming a started run); returns the
+    final metrics and where the SAE is."""
     from mistudio.data.activations import ActivationStore, build_activation_cache
     from mistudio.data.processed import process_dataset
     from mistudio.models.loading import load_model
     from mistudio.sae.evaluation import CELossEvaluator, has_lm_head
-    from mistudio.sae.run import run_training
+    from mistudio.sae.run import train_and_export
 
     settings = get_settings()
     run_dir = Path(run_dir)
@@ -127,7 +129,7 @@ def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_c
     if evaluate and has_lm_head(loaded.model) and split < tokens.n_contexts:
         held = _subset(tokens, split, min(tokens.n_contexts, split + 16))
         evaluator = CELossEvaluator(loaded, config.hook_point, held.input_ids, held.attention_mask)
-    metrics = run_training(config, run_dir, store, on_progress=report, on_checkpoint=on_checkpoint,
+    metrics = train_and_export(config, run_dir, store, on_progress=report, on_checkpoint=on_checkpoint,
                            should_stop=should_stop, before_commit=before_commit, evaluator=evaluator)
     metrics["duration_s"] = time.time() - started
     return metrics

@@ -343,3 +343,20 @@ def test_a_stopped_training_ends_the_monitor_as_its_last_event(redis_db):
     assert monitor.done and monitor.state == "cancelled" and monitor.step == 20
     assert monitor.error is None and "cancelled" in monitor.final_html()
     assert monitor.progress.bar_style == "warning" and monitor.cancel_button.disabled
+
+
+def test_display_of_a_job_fits_its_kind_a_training_monitor_only_for_a_training(workers):
+    from mistudio.widgets.job_view import JobProgressView, view_for
+
+    assert isinstance(view_for(jobs.submit("train_sae", {"steps": 10})), TrainingMonitor)  # queued, no gpu worker
+    workers.start("cpu")
+    job = jobs.submit("diagnostics.sleep", {"seconds": 3.0, "tag": "view"})
+    view = view_for(job)
+    assert isinstance(view, JobProgressView)
+    wait_for(lambda: 0 < (job.progress() or {}).get("fraction", 0) < 1, timeout=60, message="the sleep under way")
+    view.refresh()
+    assert view.state == "running" and 0 < view.bar.value < 1
+    assert "diagnostics.sleep" in view.text.value and "running" in view.text.value
+    job.result(timeout=60)
+    view.refresh()
+    assert view.state == "succeeded" and view.bar.value == 1.0 and "100%" in view.text.value

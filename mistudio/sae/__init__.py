@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_sae": "export",
     "mmcs": "synthetic",
     "run_training": "run",
+    "train_and_export": "run",
 }
 
 __all__ = sorted(_EXPORTS)

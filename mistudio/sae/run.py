@@ -1,4 +1,5 @@
-"""`run_training`: the one plain function the queue job calls. Resumable and idempotent.
+"""`train_and_export`: train an SAE on an activation iterator in a run folder (resuming from its
+latest checkpoint), then export it. Resumable and idempotent.
 
 It writes the run folder's checkpoints, metrics and export (where: mistudio/runs.py).
 A redelivered job calls this again with the same run_dir: it resumes from the latest
@@ -24,7 +25,7 @@ from mistudio.tempdirs import remove_abandoned
 
 
 
-def run_training(
+def train_and_export(
     config: TrainingConfig,
     run_dir: Path | str,
     activations: Iterable[torch.Tensor],
@@ -34,7 +35,7 @@ def run_training(
     before_commit: Callable[[int], bool] | None = None,
     evaluator: Callable | None = None,
 ) -> dict:
-    """Train (or resume) in run_dir, export to run_dir/sae, return the final metrics.
+    """Train (or resume) in run_dir, export the SAE there, return the final metrics.
 
     Returns metrics with "stopped": True (and no export) when should_stop() ended it.
     Raises CommitRefused when before_commit refuses a checkpoint or the export.
@@ -94,3 +95,6 @@ def _truncate_history(path: Path, step: int) -> None:
 
 def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+run_training = train_and_export  # the old name, kept until its callers move (issue 13)

@@ -1,4 +1,4 @@
-"""The `train_sae` job (gpu queue, priority 10): mistudio.training.train in the worker's
+"""The `train_sae` job (gpu queue, priority 10): mistudio.training.prepare_and_train in the worker's
 child process, with progress on `training:{training_id}` and the job record.
 
 The job id is the training id, and the run folder is MISTUDIO_HOME/runs/{training_id}:
@@ -99,7 +99,7 @@ def publish_failure(training_id: str, params: dict, error: str) -> None:
 def train_sae(job, **config) -> dict:
     from mistudio import cache
     from mistudio.sae.config import TrainingConfig
-    from mistudio.training import train
+    from mistudio.training import prepare_and_train
 
     from mistudio.sae.memory import reuse_freed_memory
 
@@ -118,7 +118,7 @@ def train_sae(job, **config) -> dict:
 
         # A failure raises on: its training.error comes from publish_failure once the job is recorded failed.
         progress_events = ProgressEvents()
-        metrics = train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
+        metrics = prepare_and_train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
                         on_checkpoint=on_checkpoint, should_stop=job.should_stop, before_commit=job.before_commit)
         if metrics.get("stopped"):
             if job.stop_reason in FINAL_STOPS:  # the end, as an extraction's: followers stop waiting

@@ -1,4 +1,4 @@
-"""TrainingMonitor: a live view of one training job (also what `display(job)` shows).
+"""TrainingMonitor: a live view of one training job (what `display(job)` shows for a training).
 
 It listens on the job's channel with an asyncio task on the kernel's event loop (no
 thread ever touches a widget), so the kernel stays free and the cancel button works.
