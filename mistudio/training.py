@@ -133,3 +133,6 @@ def prepare_and_train(config, run_dir: Path | str, *, progress: Progress | None 
                            should_stop=should_stop, before_commit=before_commit, evaluator=evaluator)
     metrics["duration_s"] = time.time() - started
     return metrics
+
+
+train = prepare_and_train  # the old name, kept until its callers move (issue 13)
