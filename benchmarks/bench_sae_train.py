@@ -11,7 +11,7 @@ measured here on a [4096,384] x [384,3072] matmul right before and after every t
 of its two measurements. Figures are medians over repeats. Each timed step
 is a full Trainer step: forward, backward, decoder-gradient projection, Adam, renormalise,
 metrics. The sparse TopK path is not bound by the roofline: it skips most of the dense work.
-What it measured here is in README.md's "Measured" table. Like the training worker (run_training),
+What it measured here is in README.md's "Measured" table. Like the training worker (train_and_export),
 the benchmark first calls mistudio.sae.memory.reuse_freed_memory(); --no-malloc-tuning shows the cost
 of glibc's default of unmapping every freed 50 MB block.
 """

@@ -22,9 +22,8 @@ import re
 import time
 from pathlib import Path
 
-from mistudio import cache
+from mistudio import cache, runs
 from mistudio.errors import InvalidInput
-from mistudio.settings import get_settings
 
 RANKINGS = ("index", "density", "max")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -32,13 +31,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def run_dir(training_id: str) -> Path:
     """The run folder of a training id (InvalidInput for a malformed or unknown id)."""
-    if not isinstance(training_id, str) or not _ID.match(training_id):
-        raise InvalidInput("training_id", f"{training_id!r} is not a training id", "use the id `mistudio train` printed")
-    path = get_settings().runs_dir / training_id
-    if not (path / "run.json").is_file():
-        raise InvalidInput("training_id", f"no training run {training_id!r} under {get_settings().runs_dir}",
-                           "train an SAE first (mistudio train), or check the id with `mistudio jobs`")
-    return path
+    return runs.existing(training_id).path
 
 
 def dictionary_stats(training_id: str) -> dict:
@@ -136,9 +129,7 @@ def ranking(training_id: str, by: str = "density") -> list[int]:
 
 def overview(training_id: str) -> dict:
     """What a report or browser header shows: the run, its model and dataset, the dictionary."""
-    from mistudio.training import read_run_file
-
-    info = read_run_file(run_dir(training_id))
+    info = runs.existing(training_id).read_info()
     out = {"training_id": training_id, "run": info, "stats": dictionary_stats(training_id), "time": time.time()}
     try:
         out["model"] = model_info(info["model"])

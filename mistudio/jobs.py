@@ -62,9 +62,10 @@ class Job:
             return f"<Job {self.id}>"
 
     def _ipython_display_(self):
-        from mistudio.widgets import TrainingMonitor  # why: ipywidgets is heavy; widgets import jobs, not back
+        """A view that fits the job's kind: a training's TrainingMonitor, else its progress."""
+        from mistudio.widgets.job_view import view_for  # why: ipywidgets is heavy, and widgets import jobs
 
-        TrainingMonitor(self)._ipython_display_()
+        view_for(self)._ipython_display_()
 
     def then(self, fn):
         """In a notebook: fn(job) runs when the job ends, its output shown in this cell; returns at once."""

@@ -157,7 +157,7 @@ class Monitor:
         self.client = get_client("locks", settings=self.settings)
 
     def tick(self) -> tuple[dict, list[dict]]:
-        from mistudio.events import publish
+        from mistudio.events import SystemAlert, publish
 
         metrics = redis_metrics(get_client("queue", settings=self.settings))
         before = _load(self.client, keys.metrics_last())
@@ -179,8 +179,9 @@ class Monitor:
         for alert in alerts:
             if previous.pop(alert["name"], {}).get("level") != alert["level"]:
                 logger.warning("alert [%s] %s", alert["level"], alert["message"])
-                publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert", alert, settings=self.settings)
+                publish(keys.SYSTEM_ALERTS_CHANNEL, SystemAlert(**alert), settings=self.settings)
         for gone in previous.values():
-            publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert",
-                    {**gone, "level": "resolved", "message": f"resolved: {gone['message']}"}, settings=self.settings)
+            publish(keys.SYSTEM_ALERTS_CHANNEL, SystemAlert(**{**gone, "level": "resolved",
+                                                               "message": f"resolved: {gone['message']}"}),
+                    settings=self.settings)
         return metrics, alerts

@@ -19,7 +19,7 @@ import torch
 
 from helpers import run_cli
 from mistudio.errors import InvalidInput
-from mistudio.sae import SyntheticFeatures, TrainingConfig, latest_checkpoint, load_sae, registry, run_training
+from mistudio.sae import SyntheticFeatures, TrainingConfig, latest_checkpoint, load_sae, registry, train_and_export
 
 TOY_MODULE = '''
 """A plain-L1 ReLU SAE (no decoder-norm weighting): a whole architecture in one module."""
@@ -92,7 +92,7 @@ def test_a_plugin_architecture_is_validated_with_its_own_defaults_and_fields(plu
 def test_a_plugin_architecture_trains_exports_and_reloads(plugin, tmp_path):
     run_dir = tmp_path / "run"
     seen = []
-    metrics = run_training(toy_config(), run_dir, SyntheticFeatures(n_features=64, d=32, batch_size=64, seed=0),
+    metrics = train_and_export(toy_config(), run_dir, SyntheticFeatures(n_features=64, d=32, batch_size=64, seed=0),
                            on_progress=seen.append)
     assert metrics["step"] == 40 and not metrics["stopped"]
     assert seen[-1]["sparsity_coefficient"] == pytest.approx(2.5)  # the trainer read the record's sparsity field

@@ -55,7 +55,7 @@ def count(job, dataset_id: str, seconds: float) -> dict:
     channel = count.task_spec.channel_for(job.job_id, {"dataset_id": dataset_id})
     for n in (1, 2, 3):
         job.progress({"done": n, "total": 3})
-        events.publish(channel, "dataset.progress", {"dataset_id": dataset_id, "done": n, "total": 3})
+        events.publish(channel, "dataset.progress", {"dataset_id": dataset_id, "tokens_done": n, "tokens_total": 3})
         time.sleep(seconds / 3)
     return {"dataset_id": dataset_id, "started": started, "finished": time.time(), "pid": os.getpid()}
 '''
@@ -120,7 +120,7 @@ def test_a_toy_task_by_one_spec_runs_through_the_api_the_cli_and_a_worker(toy_pl
     assert third["state"] == "succeeded" and third["result"]["dataset_id"] == "gamma"
     for job_id, dataset in ((first.id, "alpha"), (second.id, "beta"), (third["job_id"], "gamma")):
         seen = events.history(jobs.get_job(job_id).channel())
-        assert [e.data["done"] for e in seen] == [1, 2, 3] and {e.type for e in seen} <= set(spec.events)
+        assert [e.payload.tokens_done for e in seen] == [1, 2, 3] and {e.type for e in seen} <= set(spec.events)
         assert seen[0].data["dataset_id"] == dataset
 
     # Its rate tier (dataset_processing, 5 an hour) is counted: two more pass, the sixth is refused.

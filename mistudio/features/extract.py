@@ -25,6 +25,7 @@ from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts
 from mistudio.features.logits import top_logits, unembedding
 from mistudio.features.summary import dictionary_summary
 from mistudio.features.tokens import token_texts
+from mistudio.runs import RunFolder
 from mistudio.settings import get_settings
 
 DENSE_COPIES = 8  # float32-sized dense [tokens, d_sae] buffers alive at once (pre-acts, latents, int64 hashes...)
@@ -71,7 +72,6 @@ def extract_features(
     from mistudio.models.hooks import capture_activations
     from mistudio.models.loading import load_model
     from mistudio.sae.export import load_sae
-    from mistudio.training import read_run_file
 
     started = time.time()
     run_dir = Path(run_dir)
@@ -80,11 +80,12 @@ def extract_features(
         if not isinstance(value, int) or value < (0 if name == "context_window" else 1):
             raise InvalidInput(name, f"must be a {'non-negative' if name == 'context_window' else 'positive'} "
                                      f"integer, got {value!r}", f"pass e.g. {name}=10")
-    info = read_run_file(run_dir)
-    if not (run_dir / "sae" / "sae_weights.safetensors").is_file():
+    folder = RunFolder(run_dir)
+    info = folder.read_info()
+    if not folder.exported():
         raise InvalidInput("training_id", f"run {run_dir.name} has no exported SAE yet", "let the training finish first")
     loaded = load_model(info["model"], device=device)
-    sae = load_sae(run_dir / "sae", device=loaded.device)
+    sae = load_sae(folder.export, device=loaded.device)
     dataset = ProcessedDataset.load(info["dataset_path"])
     tokens = dataset.tokens
     start, stop = _holdout(info, tokens, n_tokens)

@@ -54,7 +54,6 @@ class JobContext:
     _stop: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
     _progress_paused_until: float = 0.0
-    _listeners: list = field(default_factory=list)
 
     # --- stopping ------------------------------------------------------------------
 
@@ -128,15 +127,9 @@ class JobContext:
 
     # --- progress ------------------------------------------------------------------
 
-    def add_listener(self, fn) -> None:
-        """fn(data, final) is called with each progress report (events hook in here)."""
-        self._listeners.append(fn)
-
     def progress(self, data: dict, *, force: bool = False) -> None:
         """Record a progress snapshot (throttled to progress_interval unless force)."""
         now = time.monotonic()
-        for fn in self._listeners:
-            fn(data, force)
         if not force and now - self._last_progress < self.progress_interval:
             return
         if now < self._progress_paused_until:

@@ -18,6 +18,7 @@ from mistudio.models.download import is_repo_id
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.settings import get_settings
+from mistudio.events import DatasetProgress, DownloadProgress
 from mistudio.tasks.reporting import Reporter
 from mistudio.validation import preview
 
@@ -75,9 +76,9 @@ def validate_download_model(params: dict) -> dict:
 def download_model(job, model_id: str, revision: str | None = None) -> dict:
     from mistudio.models.download import download_model as download
 
-    with Reporter(job, keys.model_download_channel(model_id), "download.progress") as report:
+    with Reporter(job, keys.model_download_channel(model_id), DownloadProgress) as report:
         path = download(model_id, progress=report, revision=revision)
-        report({"model_id": model_id, "done": True, "path": str(path)})
+        report(DownloadProgress(model_id=model_id, done=True, path=str(path)))
     return {"model_id": model_id, "path": str(path)}
 
 
@@ -98,9 +99,9 @@ def download_dataset(job, dataset_id: str, split: str = "train", config: str | N
                      revision: str | None = None) -> dict:
     from mistudio.data.download import download_dataset as download
 
-    with Reporter(job, keys.dataset_download_channel(dataset_id), "download.progress") as report:
+    with Reporter(job, keys.dataset_download_channel(dataset_id), DownloadProgress) as report:
         path = download(dataset_id, split=split, config=config, progress=report, revision=revision)
-        report({"dataset_id": dataset_id, "done": True, "path": str(path)})
+        report(DownloadProgress(dataset_id=dataset_id, done=True, path=str(path)))
     return {"dataset_id": dataset_id, "path": str(path)}
 
 
@@ -140,8 +141,8 @@ def process_dataset(job, source, model, context_length, max_tokens, dataset_id, 
     from mistudio.data.processed import process_dataset as process
 
     channel = keys.dataset_process_channel(dataset_id or job.job_id)
-    with Reporter(job, channel, "dataset.progress") as report:
+    with Reporter(job, channel, DatasetProgress) as report:
         dataset = process(source, model, context_length, max_tokens, report, dataset_id=dataset_id,
                           text_field=text_field, split=split)
-        report({"dataset_id": dataset.dataset_id, "done": True, **dataset.stats})
+        report(DatasetProgress(dataset_id=dataset.dataset_id, done=True, stats=dataset.stats))
     return {"dataset_id": dataset.dataset_id, "path": str(dataset.path), "stats": dataset.stats}
