@@ -21,11 +21,21 @@ from pathlib import Path
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from mistudio.runs import RunFolder
+from mistudio.features import has_results, load_correlation_matrix, load_feature, load_feature_table, load_summary
+from mistudio.jobs import Job
+from mistudio.runs import RunFolder, existing
 from mistudio.views.display import FIGURE_CONFIG
-from mistudio.views.features import (FONT, _fmt, rows_table, correlation_heatmap, density_histogram, feature_card,
-                                     summary_html)
+from mistudio.views.features import (
+    FONT,
+    _fmt,
+    correlation_heatmap,
+    density_histogram,
+    feature_card,
+    rows_table,
+    summary_html,
+)
 from mistudio.views.training import training_curves
+
 
 def read_history(run_dir: Path) -> list[dict]:
     """metrics.jsonl as a list of dicts (a torn last line from a live run is skipped)."""
@@ -98,8 +108,6 @@ def _stopped_banner(outcome: dict) -> str:
 
 
 def _features_sections(run_dir: Path, summary: dict, n_features: int) -> list[str]:
-    from mistudio.features import load_feature, load_feature_table
-
     chosen, dense = pick_features(load_feature_table(run_dir), n_features, summary["dense_threshold"])
     threshold = f"{summary['dense_threshold']:.0%}"
     out = []
@@ -125,7 +133,6 @@ def _features_sections(run_dir: Path, summary: dict, n_features: int) -> list[st
 
 def build_report(run_dir: Path | str, n_features: int = 8, heatmap_size: int = 30, job_state: str | None = None) -> str:
     """The report page as a string (job_state: the training job's state, if known)."""
-    from mistudio.features import has_results, load_correlation_matrix, load_summary
     run_dir = Path(run_dir)
     training_id = run_dir.name
     info = RunFolder(run_dir).read_info()
@@ -166,8 +173,6 @@ def build_report(run_dir: Path | str, n_features: int = 8, heatmap_size: int = 3
 def _job_state(training_id: str) -> str | None:
     """The training job's state from its record, if Redis has one (the report works without)."""
     try:
-        from mistudio.jobs import Job
-
         return Job(training_id).record()["state"]
     except Exception:  # no Redis, or the record has expired: the folder alone tells the story
         return None
@@ -175,7 +180,6 @@ def _job_state(training_id: str) -> str | None:
 
 def write_report(training_id: str, path: Path | str | None = None, *, n_features: int = 8) -> Path:
     """Write the report of a training run; returns its path (default runs/{training_id}/report.html)."""
-    from mistudio.runs import existing
 
     folder = existing(training_id)
     run_dir = folder.path

@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mistudio.data.corpora import check_corpus
 from mistudio.errors import InvalidInput
+from mistudio.models.folders import inspect_model
+from mistudio.models.hook_names import validate_hook_point_in
 from mistudio.runs import RunFolder, activation_cache
+from mistudio.sae.config import TrainingConfig, check_memory
 from mistudio.settings import get_settings
 from mistudio.validation import preview
 
@@ -31,6 +35,7 @@ def model_config(model: str | None):
     """(name, transformers config) without loading weights; InvalidInput for an unknown model."""
     from transformers import AutoConfig
 
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.models.loading import resolve_model_path
 
     name, path = resolve_model_path(model, download=False)
@@ -45,9 +50,6 @@ def prepare_config(params: dict, layer: int | None = None):
     field for anything wrong (before any job is queued, and again in the worker). Reads the
     model's config.json as plain JSON: no torch or transformers import, so it takes well under
     a second; sizes are checked against MISTUDIO_MEMORY_BUDGET."""
-    from mistudio.models.folders import inspect_model
-    from mistudio.models.hook_names import validate_hook_point_in
-    from mistudio.sae.config import TrainingConfig, check_memory
 
     params = dict(params)
     model = params.get("model")
@@ -69,8 +71,6 @@ def prepare_config(params: dict, layer: int | None = None):
     cfg = cfg.with_d_in(metadata["d_model"])
     check_memory(cfg, get_settings().memory_budget)
     if cfg.dataset not in (None, "stdlib"):
-        from mistudio.data.corpora import check_corpus
-
         check_corpus(cfg.dataset, "text", field="dataset")
     return cfg
 
@@ -83,6 +83,7 @@ def _holdout_split(n_contexts: int, context_length: int) -> int:
 
 
 def _subset(tokens, start: int, stop: int):
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.data.packing import PackedTokens
 
     return PackedTokens(tokens.input_ids[start:stop], tokens.attention_mask[start:stop],
@@ -95,6 +96,7 @@ def prepare_and_train(config, run_dir: Path | str, *, progress: Progress | None 
     """Prepare what the SAE trains on (load the model, tokenize the corpus, cache the training
     contexts' activations), then train_and_export in run_dir (resuming a started run); returns the
     final metrics and where the SAE is."""
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.data.activations import ActivationStore, build_activation_cache
     from mistudio.data.processed import process_dataset
     from mistudio.models.loading import load_model

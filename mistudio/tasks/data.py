@@ -13,12 +13,14 @@ import re
 
 from mistudio import validation
 from mistudio.data.corpora import check_corpus
+from mistudio.data.download import download_dataset as download
 from mistudio.errors import InvalidInput
+from mistudio.events import DatasetProgress, DownloadProgress
+from mistudio.models.download import download_model as download
 from mistudio.models.download import is_repo_id
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.settings import get_settings
-from mistudio.events import DatasetProgress, DownloadProgress
 from mistudio.tasks.reporting import Reporter
 from mistudio.validation import preview
 
@@ -74,8 +76,6 @@ def validate_download_model(params: dict) -> dict:
       channel=keys.model_download_channel, channel_param="model_id", events=("download.progress",),
       validate=validate_download_model, id_prefix="dl", description="download a model from the Hugging Face hub")
 def download_model(job, model_id: str, revision: str | None = None) -> dict:
-    from mistudio.models.download import download_model as download
-
     with Reporter(job, keys.model_download_channel(model_id), DownloadProgress) as report:
         path = download(model_id, progress=report, revision=revision)
         report(DownloadProgress(model_id=model_id, done=True, path=str(path)))
@@ -97,7 +97,6 @@ def validate_download_dataset(params: dict) -> dict:
       validate=validate_download_dataset, id_prefix="dl", description="download a dataset from the Hugging Face hub")
 def download_dataset(job, dataset_id: str, split: str = "train", config: str | None = None,
                      revision: str | None = None) -> dict:
-    from mistudio.data.download import download_dataset as download
 
     with Reporter(job, keys.dataset_download_channel(dataset_id), DownloadProgress) as report:
         path = download(dataset_id, split=split, config=config, progress=report, revision=revision)
@@ -138,6 +137,7 @@ def validate_process_dataset(params: dict) -> dict:
       channel=keys.dataset_process_channel, channel_param="dataset_id", events=("dataset.progress",),
       validate=validate_process_dataset, id_prefix="ds", description="tokenize and pack a corpus for a model")
 def process_dataset(job, source, model, context_length, max_tokens, dataset_id, text_field, split) -> dict:
+    # why: torch; submit-time validation stays torch-free
     from mistudio.data.processed import process_dataset as process
 
     channel = keys.dataset_process_channel(dataset_id or job.job_id)

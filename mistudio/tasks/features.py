@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 
-from mistudio import runs, validation
+from mistudio import cache, runs, validation
 from mistudio.errors import InvalidInput
 from mistudio.events import FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.settings import get_settings
 from mistudio.tasks.reporting import Reporter
 from mistudio.tasks.training import FINAL_STOPS
 from mistudio.validation import preview
@@ -28,8 +29,6 @@ _TOP_K, _WINDOW, _RESERVOIR = 20, 10, 32
 
 def validate_extract_features(params: dict) -> dict:
     import json
-
-    from mistudio.settings import get_settings
 
     validation.only(params, ("training_id", *_OPTIONS), "extract_features")
     # The training id names the run's folder (runs/{training_id}): a plain name, never a path.
@@ -73,8 +72,7 @@ def validate_extract_features(params: dict) -> dict:
       validate=validate_extract_features, id_prefix="fx",
       description="find each feature's top contexts and statistics on held-out text")
 def extract_features(job, training_id: str, **options) -> dict:
-    from mistudio import cache
-    from mistudio.features import extract_features as extract
+    from mistudio.features import extract_features as extract  # why: torch; submit-time validation stays torch-free
     folder = runs.for_training(training_id)
     started = time.time()
     with Reporter(job, keys.features_channel(training_id), FeaturesProgress) as report:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 
-from mistudio import events, runs
+from mistudio import cache, events, runs
 from mistudio.events import TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress, TrainingStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.sae.config import TrainingConfig
+from mistudio.sae.memory import reuse_freed_memory
 from mistudio.tasks.reporting import Reporter
+from mistudio.training import prepare_and_train, prepare_config
 
 # Stop reasons that end the job here (cancelled, or failed on its time limit); after the others
 # (lease lost, worker shutdown) another delivery resumes the run on the same channel.
@@ -25,7 +28,6 @@ def validate_train_sae(params: dict) -> dict:
     the config's own JSON validates to itself. Whether the worker's device has CUDA for
     device='cuda' is known only there (several devices share one Redis): the job then fails at
     once, naming the device."""
-    from mistudio.training import prepare_config
 
     params = dict(params)
     layer = params.pop("layer", None)
@@ -101,12 +103,6 @@ def publish_failure(training_id: str, params: dict, error: str) -> None:
       validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure,
       description="train an SAE on a model's activations (a retry resumes from its checkpoint)")
 def train_sae(job, **config) -> dict:
-    from mistudio import cache
-    from mistudio.sae.config import TrainingConfig
-    from mistudio.training import prepare_and_train
-
-    from mistudio.sae.memory import reuse_freed_memory
-
     reuse_freed_memory()  # this process is the job's own child: keep freed blocks for the next step (sae/memory.py)
     training_id = job.job_id
     run_dir = runs.for_training(training_id).path

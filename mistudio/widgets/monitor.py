@@ -23,16 +23,21 @@ import time
 import ipywidgets as W
 from IPython.display import display
 
-from mistudio.events import Subscription
+from mistudio.events import (
+    Subscription,
+    TrainingCheckpoint,
+    TrainingCompleted,
+    TrainingError,
+    TrainingProgress,
+    TrainingStopped,
+)
 from mistudio.jobs import Job
-from mistudio.events import (Subscription, TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress,
-                             TrainingStopped)
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
 from mistudio.views.display import figure_bundle, html_bundle, widget_bundle
-from mistudio.views.training import (curves_for, decimate, metric_value, set_points, training_curves,
-                                     training_figure)
+from mistudio.views.training import curves_for, decimate, metric_value, set_points, training_curves, training_figure
 from mistudio.widgets.polling import keep_running
+from mistudio.widgets.when_done import WhenDone
 
 _SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "aux_loss", "dead_fraction", "dense_fraction", "lr",
                   "tokens_per_s")
@@ -316,7 +321,6 @@ class TrainingMonitor:
     def then(self, fn):
         """Run fn(job) on the kernel's loop when the run has ended; what it prints or returns is
         shown in place of this cell's waiting line. Returns at once: the kernel stays free."""
-        from mistudio.widgets.when_done import WhenDone
 
         return WhenDone(self.job, fn, monitor=self).show()
 
