@@ -22,7 +22,7 @@ RATE_TIERS: dict[str, tuple[str, ...]] = {
     "api": ("100/minute", "10/second"),
     "training_starts": ("5/hour",),
     "downloads": ("10/hour",),
-    "generations": ("20/hour",),  # feature steering (no queued task yet: call limits.hit directly)
+    "generations": ("20/hour",),  # feature steering: the steer task
     "dataset_processing": ("5/hour",),
 }
 

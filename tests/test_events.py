@@ -160,6 +160,12 @@ EXAMPLES = [
                              n_tokens=4096, mean_l0=12.5),
     events.FeaturesStopped(training_id="tr_x", reason="time_limit"),
     events.FeaturesError(error="InvalidInput: no", training_id="tr_x"),
+    events.GenerationToken(prompt_index=0, branch="default", position=0, token=" the", token_id=262, logprob=-1.25),
+    events.GenerationToken(prompt_index=1, branch="steered", steered_index=2, position=7, token="\n", token_id=198,
+                           logprob=-0.5),
+    events.GenerationCompleted(training_id="tr_x", method="additive", n_prompts=2, n_tokens=64, duration=1.5),
+    events.GenerationStopped(training_id="tr_x", reason="cancelled", n_tokens=10),
+    events.GenerationError(error="InvalidInput: no"),
     events.DownloadProgress(downloaded_bytes=5, total_bytes=20, files_done=0, files_total=3, repo_id="org/m"),
     events.DownloadProgress(model_id="org/m", done=True, path="/models/org--m"),
     events.DatasetProgress(stage="tokenize", tokens_done=100, tokens_total=400, documents=7),
@@ -181,7 +187,8 @@ def _channel_of(value: events.EventData) -> str:
 def test_every_event_type_has_an_example():
     assert {value.type for value in EXAMPLES} == set(events.EVENT_TYPES)
     assert events.TERMINAL_TYPES == {"training.completed", "training.stopped", "training.error", "features.completed",
-                                     "features.stopped", "features.error"}
+                                     "features.stopped", "features.error", "generation.completed",
+                                     "generation.stopped", "generation.error"}
     for name, definition in events.EVENT_TYPES.items():
         assert definition.type == name and all(kind in events.CHANNELS or kind == "system"
                                                for kind in definition.channels)

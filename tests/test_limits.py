@@ -112,6 +112,7 @@ def test_the_tiers_are_the_seeds(redis_db):
     assert limits.tiers_for_task("download_dataset") == ["api", "downloads"]
     assert limits.tiers_for_task("process_dataset") == ["api", "dataset_processing"]
     assert limits.tiers_for_task("extract_features") == ["api"]
+    assert limits.tiers_for_task("steer") == ["api", "generations"]
     assert limits.tiers_for_task("diagnostics.echo") == ["api"]
     assert limits_config.CONCURRENCY == {"trainings": 1, "downloads": 2, "generations": 1, "processing": 1}
 

@@ -12,7 +12,7 @@ import torch
 from ml_helpers import tiny_gpt2, tiny_gpt2_dir, tiny_model  # noqa: F401  (fixtures)
 
 from mistudio.errors import InvalidInput
-from mistudio.features.steer_request import check_against_model, check_request
+from mistudio.steering_request import check_against_model, check_request
 from mistudio.features.steering import Intervention, apply_intervention, intervening, steer
 from mistudio.models.hooks import capture_activations, run_model
 from mistudio.sae import ReluSAE
@@ -226,7 +226,7 @@ def test_other_request_errors(tiny_gpt2, sae):
 
 
 def test_checking_a_request_imports_no_torch():
-    code = ("import sys; from mistudio.features.steer_request import check_request; "
+    code = ("import sys; from mistudio.steering_request import check_request; "
             "check_request({'training_id': 'r', 'prompts': ['x'], 'features': [{'index': 1, 'strength': 2}]}); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

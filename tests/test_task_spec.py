@@ -189,6 +189,7 @@ def test_the_shipped_tasks_keep_their_routes_tiers_and_slots():
     facts = {name: (s.queue, s.priority, s.rate_tier, s.slot) for name, s in all_tasks().items()}
     assert facts == {
         "train_sae": ("gpu", 10, "training_starts", "trainings"),
+        "steer": ("gpu", 12, "generations", "generations"),
         "extract_features": ("gpu", 7, None, None),
         "download_model": ("io", 5, "downloads", "downloads"),
         "download_dataset": ("io", 5, "downloads", "downloads"),

@@ -13,12 +13,13 @@ from mistudio.events.publish import Publisher, history, latest, publish
 from mistudio.events.subscribe import Subscription
 from mistudio.events.types import (CHANNELS, EVENT_TYPES, TERMINAL_TYPES, DatasetProgress, DownloadProgress, Event,
                                    EventData, FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped,
-                                   Position, SystemAlert, SystemStatus, TrainingCheckpoint, TrainingCompleted,
+                                   GenerationCompleted, GenerationError, GenerationStopped, GenerationToken, Position, SystemAlert, SystemStatus, TrainingCheckpoint, TrainingCompleted,
                                    TrainingError, TrainingProgress, TrainingStopped, channel_for, progress_of)
 
 __all__ = [
     "CHANNELS", "EVENT_TYPES", "TERMINAL_TYPES", "DatasetProgress", "DownloadProgress", "Event", "EventData",
-    "FeaturesCompleted", "FeaturesError", "FeaturesProgress", "FeaturesStopped", "Position", "Publisher",
+    "FeaturesCompleted", "FeaturesError", "FeaturesProgress", "FeaturesStopped", "GenerationCompleted",
+    "GenerationError", "GenerationStopped", "GenerationToken", "Position", "Publisher",
     "Subscription", "SystemAlert", "SystemStatus", "TrainingCheckpoint", "TrainingCompleted", "TrainingError",
     "TrainingProgress", "TrainingStopped", "channel_for", "history", "latest", "progress_of", "publish",
 ]

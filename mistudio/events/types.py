@@ -33,6 +33,7 @@ CHANNELS = {
     "dataset": keys.dataset_download_channel,
     "model": keys.model_download_channel,
     "dataset_process": keys.dataset_process_channel,
+    "generation": keys.generation_channel,
 }
 SYSTEM = "system"
 
@@ -240,6 +241,51 @@ class FeaturesStopped(EventData):
 class FeaturesError(EventData):
     error: str
     training_id: str | None = None
+
+
+# --- generation:{job_id} (a steer job) -----------------------------------------------------
+
+
+@event("generation.token", channels=("generation",))
+class GenerationToken(EventData):
+    """One sampled token of one completion (never coalesced: the stream is the completion).
+    branch "default" (steered_index None) or "steered" (steered_index: which steered completion,
+    one per sweep strength); position: the token's index in its completion."""
+
+    prompt_index: int
+    branch: str
+    # field(): a required field, though EventData's position() method has the same name (never called
+    # on a token: it is no progress type)
+    position: int = field()
+    token: str
+    token_id: int
+    logprob: float
+    steered_index: int | None = None
+
+
+@event("generation.completed", channels=("generation",), terminal=True)
+class GenerationCompleted(EventData):
+    """Every completion is done; the job's result holds them (Job.result())."""
+
+    training_id: str
+    method: str
+    n_prompts: int
+    n_tokens: int  # generation.token events sent
+    duration: float | None = None
+
+
+@event("generation.stopped", channels=("generation",), terminal=True)
+class GenerationStopped(EventData):
+    """Stopped before the end (cancelled, or its time limit): the job ends here."""
+
+    training_id: str
+    reason: str
+    n_tokens: int | None = None
+
+
+@event("generation.error", channels=("generation",), terminal=True)
+class GenerationError(EventData):
+    error: str
 
 
 # --- model:{id}:download, dataset:{id}:download, dataset:{id}:process ----------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from mistudio.errors import InvalidInput
-from mistudio.features.steer_request import check_against_model
+from mistudio.steering_request import check_against_model
 from mistudio.models.hooks import patch_activation
 from mistudio.models.metadata import model_metadata
 
@@ -121,7 +121,7 @@ def steer(
     on_token: OnToken | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
-    """Default and steered completions of every prompt (a checked request, see steer_request.check_request).
+    """Default and steered completions of every prompt (a checked request, see steering_request.check_request).
 
     `model` is a LoadedModel (model + tokenizer). Returns the agreed result shape:
     {"prompts": [{"prompt", "default": {...}, "steered": [{"strength", "features", "text", "tokens",

@@ -173,6 +173,11 @@ def features_channel(training_id: str) -> str:
     return f"features:{training_id}"
 
 
+def generation_channel(job_id: str) -> str:
+    """A steer job's tokens as they are sampled (default and steered side by side)."""
+    return f"generation:{job_id}"
+
+
 def dataset_download_channel(dataset_id: str) -> str:
     return f"dataset:{dataset_id}:download"
 
@@ -241,6 +246,7 @@ KEY_PREFIXES: dict[str, str] = {
 CHANNEL_PREFIXES: dict[str, str] = {
     "training:": "training progress",
     "features:": "feature extraction progress",
+    "generation:": "feature steering: tokens as they are generated",
     "dataset:": "dataset downloads and processing",
     "model:": "model downloads",
     "system:": "system status and alerts",
