@@ -80,6 +80,7 @@ def run_training(
         run_dir / EXPORT_DIR,
         trainer.config,
         log_feature_sparsity=trainer.firing.log_feature_sparsity(),
+        metrics=metrics,
         before_commit=before_commit,
         step=trainer.step,
     )
