@@ -25,7 +25,7 @@ def main() -> None:
     os.environ["MISTUDIO_PROFILE"] = args.profile
     os.environ.setdefault("MISTUDIO_HOME", tempfile.mkdtemp(prefix="mistudio-bench-causal-"))
 
-    from mistudio.training import prepare_config, train
+    from mistudio.training import prepare_and_train, prepare_config
 
     params = {"model": args.model, "device": "cpu"}
     if args.steps is not None:
@@ -33,7 +33,7 @@ def main() -> None:
     config = prepare_config(params)
     run_dir = tempfile.mkdtemp(prefix="tr_bench_causal_", dir=os.environ["MISTUDIO_HOME"])
     started = time.perf_counter()
-    final = train(config, run_dir)
+    final = prepare_and_train(config, run_dir)
     took = time.perf_counter() - started
     if "ce_loss_recovered" not in final:
         raise SystemExit(f"{args.model} reported no causal metrics: is it a causal LM (with an LM head)?")

@@ -18,7 +18,7 @@ CAUSAL = ("ce_loss_recovered", "kl_divergence", "ce_clean", "ce_spliced", "ce_ze
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from mistudio.training import prepare_config, train
+    from mistudio.training import prepare_and_train, prepare_config
 
     root = tmp_path_factory.mktemp("causal")
     config = prepare_config({"model": str(save_tiny_gpt2(root / "gpt2")), "steps": 24, "batch_size": 256,
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
                              "device": "cpu"}, layer=1)
     run_dir = root / "runs" / "tr_causal"
     reports = []
-    final = train(config, run_dir, progress=reports.append)
+    final = prepare_and_train(config, run_dir, progress=reports.append)
     return run_dir, final, reports
 
 

@@ -18,13 +18,20 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mistudio.data.processed import ProcessedDataset
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram, store
+from mistudio.features.ablation import ablation_effects, per_feature
 from mistudio.features.correlations import PairCounter, correlation_matrix, top_correlated
 from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts, distinct_examples
 from mistudio.features.logits import top_logits, unembedding
+from mistudio.features.stats import FeatureStats
 from mistudio.features.summary import dictionary_summary
 from mistudio.features.tokens import token_texts
+from mistudio.models.hooks import capture_activations
+from mistudio.models.loading import load_model
+from mistudio.runs import RunFolder
+from mistudio.sae.export import load_sae
 from mistudio.settings import get_settings
 
 DENSE_COPIES = 8  # float32-sized dense [tokens, d_sae] buffers alive at once (pre-acts, latents, int64 hashes...)
@@ -69,11 +76,6 @@ def extract_features(
     """Analyse every feature of the run's SAE on (the first n_tokens of) its held-out tokens and
     write runs/{id}/features/. With an LM head, each feature is also ablated on its first
     `ablation_contexts` top contexts (0: not). Returns the summary (or {"stopped": True} if asked to stop)."""
-    from mistudio.data.processed import ProcessedDataset
-    from mistudio.models.hooks import capture_activations
-    from mistudio.models.loading import load_model
-    from mistudio.sae.export import load_sae
-    from mistudio.training import read_run_file
 
     started = time.time()
     run_dir = Path(run_dir)
@@ -84,11 +86,12 @@ def extract_features(
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InvalidInput(name, f"must be a {'non-negative' if least == 0 else 'positive'} "
                                      f"integer, got {value!r}", f"pass e.g. {name}=10")
-    info = read_run_file(run_dir)
-    if not (run_dir / "sae" / "sae_weights.safetensors").is_file():
+    folder = RunFolder(run_dir)
+    info = folder.read_info()
+    if not folder.exported():
         raise InvalidInput("training_id", f"run {run_dir.name} has no exported SAE yet", "let the training finish first")
     loaded = load_model(info["model"], device=device)
-    sae = load_sae(run_dir / "sae", device=loaded.device)
+    sae = load_sae(folder.export, device=loaded.device)
     dataset = ProcessedDataset.load(info["dataset_path"])
     tokens = dataset.tokens
     start, stop = _holdout(info, tokens, n_tokens)
@@ -158,8 +161,6 @@ def _ablation(loaded, hook: str, sae, tokens, features, examples, n_contexts: in
               memory_budget: int, progress, should_stop):
     """Each feature ablated on its first n_contexts top contexts (features/ablation.py): (the feature
     table with its ablation columns, the examples with theirs); None if asked to stop."""
-    from mistudio.features.ablation import ablation_effects, per_feature
-
     cols = {name: examples.column(name).to_numpy() for name in ("feature", "rank", "context", "position")}
     kind = np.asarray(examples.column("kind").to_pylist())
     chosen = np.flatnonzero((kind == "top") & (cols["rank"] < n_contexts))
@@ -184,8 +185,6 @@ class _Accumulators:
     """The streaming state of one extraction, and how it becomes tables."""
 
     def __init__(self, d_sae: int, top_k: int, reservoir: int, window: int, device, memory_budget: int):
-        from mistudio.features.stats import FeatureStats
-
         self.d_sae, self.window = d_sae, window
         self.stats = FeatureStats(d_sae, device)
         self.top = TopContexts(top_k, d_sae, window, device)
