@@ -249,13 +249,13 @@ def test_each_feature_is_ablated_on_its_top_contexts(run, brute):
     import torch.nn.functional as F
 
     from mistudio.models.hooks import patch_activation
-    from mistudio.training import read_run_file
+    from mistudio.runs import RunFolder
 
     run_dir, summary, reports = run
     assert summary["has_ablation"] and summary["ablation_contexts"] == 5 and summary["ablation_window"] == WINDOW
     ablation = [r for r in reports if r["phase"] == "ablation"]
     assert ablation and ablation[-1]["done"] == ablation[-1]["total"] > 0
-    hook, sae, model = read_run_file(run_dir)["hook_point"], brute["sae"], brute["model"]
+    hook, sae, model = RunFolder(run_dir).read_info()["hook_point"], brute["sae"], brute["model"]
     z = brute["z"]
     live = [f for f in torch.argsort(-(z > 0).sum(dim=(0, 1))).tolist()[:40:8]]
     for f in live:

@@ -131,7 +131,7 @@ def extract_features(
     ablated = False
     if logits is not None and ablation_contexts > 0:
         def ablation_progress(pairs_done: int, pairs: int) -> None:
-            report({"phase": "ablation", "done": pairs_done, "total": pairs, "unit": "contexts", "tokens": seen})
+            report({"phase": "ablation", "done": pairs_done, "total": pairs, "tokens": seen})  # (feature, context) pairs
 
         effects = _ablation(loaded, hook, sae, tokens, features, examples, ablation_contexts, context_window,
                             settings.memory_budget, ablation_progress, should_stop)

@@ -11,6 +11,7 @@ import time
 
 from mistudio import cache, events, runs
 from mistudio.events import TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress, TrainingStopped
+from mistudio.events.types import CAUSAL_METRICS
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.sae.config import TrainingConfig
@@ -61,6 +62,10 @@ class ProgressEvents:
         if phase == "training":
             skip = {"step", "total_steps", "phase"}
             event["metrics"] = {k: v for k, v in report.items() if k not in skip and isinstance(v, (int, float))}
+            if isinstance(report.get("ce_loss_recovered"), (int, float)):
+                self.last_eval = {k: report[k] for k in CAUSAL_METRICS if isinstance(report.get(k), (int, float))}
+                self.last_eval["eval_step"] = step
+            event["metrics"] = {**self.last_eval, **event["metrics"]}
             event["estimated_remaining_seconds"] = self._training_eta(step, total, report, now)
         else:
             event.update(self._phase_fields(report, now))

@@ -35,7 +35,7 @@ _L0_CURVES = (
 _FIXED_L0_CURVES = tuple(("aux_loss", "AuxK loss", 1) if curve[0] == "l0" else curve for curve in _L0_CURVES)
 _TITLES = ("Loss", "L0 (active features per token)", "Dead / dense features (fraction)",
            "Explained variance · CE-loss recovered")
-CAUSAL = ("ce_loss_recovered", "kl_divergence", "ce_clean", "ce_spliced", "ce_zero")  # eval steps, causal LMs
+
 _FIXED_L0_TITLE = "AuxK loss (dead latents; L0 is k)"
 
 
