@@ -43,10 +43,14 @@ class ProgressEvents:
     the ETA of what is running. A preparation phase (loading the model, tokenizing, caching
     activations) reports its own done/total, rate and remaining time; training's ETA comes from
     the training steps' rate alone, measured from the first training report of this process, so
-    the minutes spent preparing (or a resume) never inflate it."""
+    the minutes spent preparing (or a resume) never inflate it. The causal metrics of the latest
+    eval step (CE-loss recovered, KL: causal LMs only) ride along in every later training event
+    with their `eval_step`: progress events are coalesced (the latest wins), so the eval step's
+    own event may never be sent, and a viewer still gets every value measured."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
+        self.last_eval: dict = {}
         self.phase: str | None = None
         self.phase_started = 0.0
         self.first_training: tuple[int, float] | None = None  # (step, time) of the first training report
