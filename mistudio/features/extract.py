@@ -130,8 +130,8 @@ def extract_features(
         return {"stopped": True, "done": done, "total": n_ctx}
     ablated = False
     if logits is not None and ablation_contexts > 0:
-        def ablation_progress(pairs_done: int, pairs: int) -> None:
-            report({"phase": "ablation", "done": pairs_done, "total": pairs, "tokens": seen})  # (feature, context) pairs
+        def ablation_progress(pairs_done: int, pairs: int) -> None:  # (feature, context) pairs
+            report({"phase": "ablation", "done": pairs_done, "total": pairs, "tokens": seen})
 
         effects = _ablation(loaded, hook, sae, tokens, features, examples, ablation_contexts, context_window,
                             settings.memory_budget, ablation_progress, should_stop)
