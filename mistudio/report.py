@@ -3,7 +3,7 @@
     write_report("tr_abc123")   # -> MISTUDIO_HOME/runs/tr_abc123/report.html
 
 It holds the run's facts and outcome (finished, or where and why it stopped), its training
-curves (metrics.jsonl), the dictionary summary and feature-density histogram, the co-activation
+curves (metrics.jsonl) and, for a causal LM, CE-loss recovered and KL divergence, the dictionary summary and feature-density histogram, the co-activation
 heatmap, the cards of the most frequent features that are not dense, and the dense ones listed
 apart. plotly.js is embedded once, inline (no CDN). It reads the run folder, so it works without
 Redis; only for a run that did not finish does it ask the job record (if Redis answers) why.
@@ -34,7 +34,7 @@ from mistudio.views.features import (
     rows_table,
     summary_html,
 )
-from mistudio.views.training import training_curves
+from mistudio.views.training import causal_text, last_eval, training_curves
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -98,6 +98,11 @@ def _facts(info: dict, history: list[dict], outcome: dict) -> str:
         ("training", f"{steps} · {last.get('tokens_seen', 0):,} tokens" if last else "-"),
         ("final" if outcome["finished"] else f"last logged (step {outcome['step']:,})", metrics),
     ]
+    measured = last_eval(history)
+    if measured is not None:  # a causal LM: next-token metrics on held-out text, at the eval steps
+        final = outcome["finished"] and measured is last
+        facts.append(("causal (held-out)" if final else f"causal (step {measured.get('step', 0):,})",
+                      causal_text(measured)))
     return rows_table([(k, str(v)) for k, v in facts])
 
 

@@ -244,6 +244,60 @@ def test_logits_go_through_the_unembedding(run, brute):
         assert card["logits"]["negative"][0]["token"] == tokenizer.decode([bottom.indices[0].item()])
 
 
+def test_each_feature_is_ablated_on_its_top_contexts(run, brute):
+    """The stored effect of a context equals a direct splice x - a_f * W_dec[f] through the model."""
+    import torch.nn.functional as F
+
+    from mistudio.models.hooks import patch_activation
+    from mistudio.runs import RunFolder
+
+    run_dir, summary, reports = run
+    assert summary["has_ablation"] and summary["ablation_contexts"] == 5 and summary["ablation_window"] == WINDOW
+    ablation = [r for r in reports if r["phase"] == "ablation"]
+    assert ablation and ablation[-1]["done"] == ablation[-1]["total"] > 0
+    hook, sae, model = RunFolder(run_dir).read_info()["hook_point"], brute["sae"], brute["model"]
+    z = brute["z"]
+    live = [f for f in torch.argsort(-(z > 0).sum(dim=(0, 1))).tolist()[:40:8]]
+    for f in live:
+        card = load_feature(run_dir, f)
+        measured = [ex for ex in card["top_contexts"] if "ablation" in ex]
+        assert len(measured) == min(5, len(card["top_contexts"])) == card["ablation"]["contexts"]
+        assert all("ablation" not in ex for ex in card["top_contexts"][5:])
+        ex = measured[0]
+        c = ex["context"] - brute["start"]
+        ids, attn, mask = brute["ids"][c : c + 1].long(), brute["attn"][c : c + 1], brute["mask"][c : c + 1]
+
+        def ablate(act):
+            return act - (sae.encode(act)[..., f] * mask)[..., None] * sae.W_dec[f]
+
+        with torch.no_grad():
+            clean = model.model(ids, attention_mask=attn).logits[0, :-1]
+            with patch_activation(model, hook, ablate):
+                ablated = model.model(ids, attention_mask=attn).logits[0, :-1]
+        delta = F.cross_entropy(ablated, ids[0, 1:], reduction="none") - F.cross_entropy(clean, ids[0, 1:],
+                                                                                          reduction="none")
+        real = (attn[0, 1:] * attn[0, :-1]).bool()
+        p = ex["position"]
+        chosen = [t for t in range(p, p + WINDOW + 1) if t < real.numel() and real[t]]
+        if chosen:
+            assert ex["ablation"] == pytest.approx(float(delta[chosen].mean()), rel=1e-3, abs=1e-6)
+        values = [e["ablation"] for e in measured]
+        assert card["ablation"]["effect"] == pytest.approx(float(np.mean(values)), rel=1e-4, abs=1e-7)
+    dead = [f for f in range(256) if not load_feature(run_dir, f)["top_contexts"]]
+    for f in dead[:3]:
+        assert load_feature(run_dir, f)["ablation"] == {"effect": None, "peak": None, "contexts": 0, "window": WINDOW}
+
+
+def test_every_card_of_a_causal_lm_shows_logits_and_the_ablation_effect(run):
+    from mistudio.views import feature_card
+
+    run_dir, _, _ = run
+    for f in range(256):
+        body = feature_card(load_feature(run_dir, f)).body_html
+        assert "Promoted tokens" in body and "Suppressed tokens" in body and "Ablation effect" in body, f
+        assert ("nats</span> next-token loss" in body) != ("not measured" in body)
+
+
 def test_an_encoder_without_lm_head_has_no_logits():
     assert unembedding(tiny_model("bert", causal_lm=False)) is None
     for decoder in ("gpt2", "llama"):
@@ -275,7 +329,8 @@ def test_a_small_memory_budget_gives_the_same_results(run, monkeypatch, tmp_path
     copy = tmp_path / "tr_small_budget"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("features"))
     monkeypatch.setenv("MISTUDIO_MEMORY_BUDGET", str(64 * 1024))  # one context per batch
-    small = extract_features(copy, top_k=TOP_K, context_window=WINDOW, reservoir_size=RESERVOIR, matrix_size=20)
+    small = extract_features(copy, top_k=TOP_K, context_window=WINDOW, reservoir_size=RESERVOIR, matrix_size=20,
+                             ablation_contexts=0)  # ablation batching: tests/test_features_ablation.py
     assert small["batch_contexts"] == 1 < summary["batch_contexts"]
     # Another batching changes float rounding (~1e-7), so near-ties may swap; nothing else may differ.
     a, b = (pq.read_table(results_dir(d) / "features.parquet").to_pandas() for d in (copy, run_dir))
@@ -296,7 +351,7 @@ def test_n_tokens_limits_the_held_out_tokens(run, tmp_path):
     run_dir, summary, _ = run
     copy = tmp_path / "tr_few_tokens"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("features"))
-    few = extract_features(copy, n_tokens=100, top_k=TOP_K, context_window=WINDOW)
+    few = extract_features(copy, n_tokens=100, top_k=TOP_K, context_window=WINDOW, ablation_contexts=0)
     assert 100 <= few["n_tokens"] < summary["n_tokens"] and few["n_contexts"] <= 2
 
 
@@ -331,6 +386,9 @@ def test_bad_requests_name_the_field(run, tmp_path):
     with pytest.raises(InvalidInput) as info:
         extract_features(run_dir, top_k=0)
     assert info.value.field == "top_k"
+    with pytest.raises(InvalidInput) as info:
+        extract_features(run_dir, ablation_contexts=-1)
+    assert info.value.field == "ablation_contexts"
 
 
 # --- views -------------------------------------------------------------------------------------

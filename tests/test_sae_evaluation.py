@@ -1,4 +1,4 @@
-"""CE-loss recovered on a tiny random GPT-2 with an LM head (weights don't matter here)."""
+"""CE-loss recovered and KL divergence on a tiny random GPT-2 with an LM head (weights don't matter here)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mistudio.errors import InvalidInput
-from mistudio.models.hooks import capture_activations
+from mistudio.models.hooks import capture_activations, patch_activation
 from mistudio.sae import Trainer, TrainingConfig
 from mistudio.sae.evaluation import CELossEvaluator, ce_loss_recovered
 
@@ -35,6 +35,33 @@ def test_identity_recovers_everything_and_zero_nothing(tiny_lm):
     assert noisy["ce_loss_recovered"] < 1.0
 
 
+def test_kl_is_zero_for_a_perfect_reconstruction_and_positive_otherwise(tiny_lm):
+    model, tokens = tiny_lm
+    evaluator = CELossEvaluator(model, HOOK, tokens, batch_size=4)
+    assert evaluator(lambda act: act)["kl_divergence"] == 0.0
+    noisy = evaluator(lambda act: act + 0.5 * torch.randn_like(act))["kl_divergence"]
+    assert noisy > 1e-4
+
+
+def test_kl_is_the_mean_per_token_divergence_from_the_clean_distribution(tiny_lm):
+    model, tokens = tiny_lm
+    mask = torch.ones_like(tokens)
+    mask[0, 15:] = 0  # a padded row: its padding predicts nothing and is predicted by nothing
+    shift = torch.randn(32, generator=torch.Generator().manual_seed(2))
+    replace = lambda act: act + shift  # noqa: E731
+    with torch.no_grad():
+        clean = torch.log_softmax(model(tokens, attention_mask=mask).logits, -1)
+        with patch_activation(model, HOOK, replace):
+            spliced = torch.log_softmax(model(tokens, attention_mask=mask).logits, -1)
+    per_token = (clean.exp() * (clean - spliced)).sum(-1)[:, :-1]  # position t predicts token t + 1
+    real = (mask[:, 1:] * mask[:, :-1]).bool()
+    expected = float(per_token[real].mean())
+    cached = CELossEvaluator(model, HOOK, tokens, mask, batch_size=4)(replace)
+    recomputed = CELossEvaluator(model, HOOK, tokens, mask, batch_size=4, clean_cache_bytes=0)(replace)
+    assert cached["kl_divergence"] == pytest.approx(expected, rel=1e-4)
+    assert recomputed["kl_divergence"] == pytest.approx(expected, rel=1e-4)  # too big to cache: same answer
+
+
 def test_clean_ce_is_the_plain_next_token_loss(tiny_lm):
     model, tokens = tiny_lm
     with torch.no_grad():
@@ -55,6 +82,7 @@ def test_trainer_reports_ce_loss_recovered_at_eval_steps(tiny_lm):
     for r in with_ce:  # random weights: only the bookkeeping is checked here, semantics above
         gap = r["ce_zero"] - r["ce_clean"]
         assert r["ce_loss_recovered"] == pytest.approx((r["ce_zero"] - r["ce_spliced"]) / gap)
+        assert r["kl_divergence"] > 0
     assert with_ce[0]["ce_clean"] == with_ce[1]["ce_clean"] and with_ce[0]["ce_spliced"] != with_ce[1]["ce_spliced"]
 
 

@@ -15,12 +15,15 @@ from mistudio.redis import keys
 @click.argument("training_id")
 @click.option("--tokens", "n_tokens", type=int, help="Analyse only the first N held-out tokens (default: all).")
 @click.option("--top-k", type=int, help="Top activating contexts kept per feature (default 20).")
+@click.option("--ablation-contexts", type=int,
+              help="Top contexts per feature to ablate it on, causal LMs (default 5; 0: skip the ablation effect).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
 @click.option("--wait", is_flag=True, help="Follow the extraction with a progress bar until it ends.")
-def features(training_id: str, n_tokens: int | None, top_k: int | None, as_json: bool, wait: bool):
+def features(training_id: str, n_tokens: int | None, top_k: int | None, ablation_contexts: int | None, as_json: bool,
+             wait: bool):
     """Submit feature extraction for a trained run and print the job id."""
 
-    params = {"training_id": training_id, "n_tokens": n_tokens, "top_k": top_k}
+    params = {"training_id": training_id, "n_tokens": n_tokens, "top_k": top_k, "ablation_contexts": ablation_contexts}
     job = jobs.submit("extract_features", {k: v for k, v in params.items() if v is not None})
     if not wait:
         if as_json:

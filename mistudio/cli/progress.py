@@ -11,7 +11,7 @@ from mistudio.events import FeaturesCompleted, TrainingCompleted, TrainingProgre
 from mistudio.events.types import THROTTLED
 from mistudio.queue.records import TERMINAL
 
-_SHOWN = ("loss", "explained_variance", "l0", "dead_fraction")
+_SHOWN = ("loss", "explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "dead_fraction")
 
 
 def follow(job, channel: str, *, unit: str = "step", poll: float = 0.5) -> dict:

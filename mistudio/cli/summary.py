@@ -55,7 +55,8 @@ def _result_lines(result) -> list[tuple[str, str]]:
     lines = []
     metrics = result.get("final_metrics")
     if isinstance(metrics, dict):  # a training: the metrics a researcher looks at first
-        first = ("explained_variance", "l0", "dead_fraction", "loss", "mse", "ce_loss_recovered", "tokens_per_s", "step")
+        first = ("explained_variance", "l0", "dead_fraction", "loss", "mse", "ce_loss_recovered", "kl_divergence",
+                 "tokens_per_s", "step")
         ordered = {k: metrics[k] for k in first if k in metrics}
         lines.append(("metrics", _pairs(ordered)))
     scalars = {k: v for k, v in result.items() if k != "final_metrics"}

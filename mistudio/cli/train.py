@@ -147,8 +147,10 @@ def train(config_file, as_json, wait, **options):
                    "error": record.get("error")})
     elif record["state"] == "succeeded":
         final = result["final_metrics"]
+        causal = (f" CE-loss recovered {final['ce_loss_recovered']:.3f}, KL {final.get('kl_divergence', float('nan')):.4f};"
+                  if isinstance(final.get("ce_loss_recovered"), (int, float)) else "")  # causal LMs only
         click.echo(f"done: explained variance {final.get('explained_variance', float('nan')):.3f},"
                    f" L0 {final.get('l0', float('nan')):.1f}, dead {final.get('dead_fraction', float('nan')):.3f};"
-                   f" SAE at {result['sae_path']}")
+                   f"{causal} SAE at {result['sae_path']}")
     else:
         raise click.ClickException(f"training {job.id} {record['state']}: {record.get('error')}")

@@ -149,11 +149,16 @@ def event(name: str, *, channels: tuple[str, ...], terminal: bool = False, throt
 # --- training:{id} ------------------------------------------------------------------------
 
 
+# The causal metrics a training of a causal LM measures at its eval steps (sae/evaluation.py).
+CAUSAL_METRICS = ("ce_loss_recovered", "kl_divergence", "ce_clean", "ce_spliced", "ce_zero")
+
+
 @event("training.progress", channels=("training",), throttled=True)
 class TrainingProgress(EventData):
     """A training's progress (tasks/training.py's ProgressEvents). During a preparation phase
     (loading the model, tokenizing, caching activations) the phase_* fields say how far it is;
-    during "training" metrics holds the trainer's numbers (loss, l0, ...)."""
+    during "training" metrics holds the trainer's numbers (loss, l0, ...) and, for a causal LM
+    once an eval step has run, that eval's CAUSAL_METRICS with its `eval_step`."""
 
     step: int
     total_steps: int

@@ -21,6 +21,7 @@ import torch
 from mistudio.data.processed import ProcessedDataset
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram, store
+from mistudio.features.ablation import ablation_effects, per_feature
 from mistudio.features.correlations import PairCounter, correlation_matrix, top_correlated
 from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts, distinct_examples
 from mistudio.features.logits import top_logits, unembedding
@@ -66,20 +67,24 @@ def extract_features(
     n_logits: int = 10,
     n_correlated: int = 10,
     matrix_size: int = 100,
+    ablation_contexts: int = 5,
     device: str | None = None,
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     before_commit: Callable[[], bool] | None = None,
 ) -> dict:
     """Analyse every feature of the run's SAE on (the first n_tokens of) its held-out tokens and
-    write runs/{id}/features/. Returns the summary (or {"stopped": True} if asked to stop)."""
+    write runs/{id}/features/. With an LM head, each feature is also ablated on its first
+    `ablation_contexts` top contexts (0: not). Returns the summary (or {"stopped": True} if asked to stop)."""
 
     started = time.time()
     run_dir = Path(run_dir)
     report = progress or (lambda data: None)
-    for name, value in (("top_k", top_k), ("context_window", context_window), ("reservoir_size", reservoir_size)):
-        if not isinstance(value, int) or value < (0 if name == "context_window" else 1):
-            raise InvalidInput(name, f"must be a {'non-negative' if name == 'context_window' else 'positive'} "
+    for name, value in (("top_k", top_k), ("context_window", context_window), ("reservoir_size", reservoir_size),
+                        ("ablation_contexts", ablation_contexts)):
+        least = 0 if name in ("context_window", "ablation_contexts") else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise InvalidInput(name, f"must be a {'non-negative' if least == 0 else 'positive'} "
                                      f"integer, got {value!r}", f"pass e.g. {name}=10")
     folder = RunFolder(run_dir)
     info = folder.read_info()
@@ -123,6 +128,17 @@ def extract_features(
                                                                  logits)
     if should_stop is not None and should_stop():
         return {"stopped": True, "done": done, "total": n_ctx}
+    ablated = False
+    if logits is not None and ablation_contexts > 0:
+        def ablation_progress(pairs_done: int, pairs: int) -> None:  # (feature, context) pairs
+            report({"phase": "ablation", "done": pairs_done, "total": pairs, "tokens": seen})
+
+        effects = _ablation(loaded, hook, sae, tokens, features, examples, ablation_contexts, context_window,
+                            settings.memory_budget, ablation_progress, should_stop)
+        if effects is None:
+            return {"stopped": True, "done": done, "total": n_ctx}
+        features, examples = effects
+        ablated = True
     summary.update({
         "training_id": info.get("training_id", run_dir.name), "extraction_id": uuid.uuid4().hex[:12],
         "created": time.time(), "duration_s": time.time() - started, "model": info["model"], "hook_point": hook,
@@ -130,13 +146,39 @@ def extract_features(
         "context_length": length, "d_in": sae.d_in, "architecture": sae.architecture,
         "top_k": top_k, "context_window": context_window, "reservoir_size": reservoir_size,
         "quantiles": list(quantiles), "n_logits": n_logits if logits is not None else 0,
-        "has_logits": logits is not None, "n_correlated": n_correlated, "histogram_bins": histogram.spec(),
+        "has_logits": logits is not None, "n_correlated": n_correlated,
+        "ablation_contexts": ablation_contexts if ablated else 0, "ablation_window": context_window,
+        "has_ablation": ablated, "histogram_bins": histogram.spec(),
         "batch_contexts": per_batch, "state_bytes": stats.state_bytes(),
     })
     report({"phase": "writing", "done": n_ctx, "total": n_ctx, "tokens": seen})
     vocab = token_texts(loaded.tokenizer, used_ids)
     store.write_results(run_dir, summary, features, examples, matrix, vocab, before_commit=before_commit)
     return summary
+
+
+def _ablation(loaded, hook: str, sae, tokens, features, examples, n_contexts: int, window: int,
+              memory_budget: int, progress, should_stop):
+    """Each feature ablated on its first n_contexts top contexts (features/ablation.py): (the feature
+    table with its ablation columns, the examples with theirs); None if asked to stop."""
+    cols = {name: examples.column(name).to_numpy() for name in ("feature", "rank", "context", "position")}
+    kind = np.asarray(examples.column("kind").to_pylist())
+    chosen = np.flatnonzero((kind == "top") & (cols["rank"] < n_contexts))
+    ctx = torch.from_numpy(cols["context"][chosen].astype(np.int64))
+    effects = ablation_effects(
+        loaded, hook, sae, tokens.input_ids[ctx], tokens.attention_mask[ctx],
+        torch.from_numpy(cols["feature"][chosen].astype(np.int64)),
+        torch.from_numpy(cols["position"][chosen].astype(np.int64)),
+        activation_mask=tokens.activation_mask[ctx], window=window, memory_budget=memory_budget,
+        progress=progress, should_stop=should_stop)
+    if effects is None:
+        return None
+    per_example = np.full(len(kind), np.nan)
+    per_example[chosen] = effects.window
+    feats = cols["feature"][chosen]
+    mean, count = per_feature(sae.d_sae, feats, effects.window)
+    peak = per_feature(sae.d_sae, feats, effects.peak)[0]
+    return store.with_ablation(features, examples, mean, peak, count, per_example)
 
 
 class _Accumulators:

@@ -3,10 +3,13 @@
   summary.json          the dictionary summary, the settings used, the histogram bin definition
   features.parquet      one row per feature: count, density, mean, max, histogram (trimmed:
                         hist_start + hist_counts), top +/- logits (ids, values), top correlated
-                        features (feature, phi, co-occurrence count)
+                        features (feature, phi, co-occurrence count); for a causal LM the
+                        ablation effect (ablation_effect, ablation_effect_peak, ablation_contexts:
+                        see features/ablation.py)
   examples.parquet      one row per example: feature, kind ("top" | "quantile"), rank, quantile,
                         value, context (index in the processed dataset), position, start (first
-                        position of the window), token_ids and acts (that feature, per token)
+                        position of the window), token_ids and acts (that feature, per token);
+                        with ablation, its effect on that context (nan where not ablated)
   correlations.parquet  phi between the most frequent features (row order = summary's
                         correlation_features), for the heatmap
   vocab.parquet         display text of every token id used above
@@ -115,6 +118,15 @@ def examples_table(parts: list[dict]) -> pa.Table:
     })
 
 
+def with_ablation(features: pa.Table, examples: pa.Table, mean, peak, count, per_example) -> tuple:
+    """The tables with the ablation columns: per feature mean / peak effect and contexts ablated
+    ([d_sae] numpy), per example row its effect (nan where not ablated)."""
+    features = (features.append_column("ablation_effect", pa.array(mean.astype(np.float32)))
+                .append_column("ablation_effect_peak", pa.array(peak.astype(np.float32)))
+                .append_column("ablation_contexts", pa.array(count.astype(np.int16))))
+    return features, examples.append_column("ablation", pa.array(per_example.astype(np.float32)))
+
+
 def write_results(run_dir: Path | str, summary: dict, features: pa.Table, examples: pa.Table,
                   matrix: np.ndarray, vocab: dict[int, str], before_commit=None) -> Path:
     """Write everything into a temp folder, then (if before_commit() allows) rename it into place."""
@@ -190,14 +202,19 @@ def load_feature(run_dir: Path | str, feature: int) -> dict:
         "n_tokens": summary["n_tokens"],
         "histogram": {"edges": histogram.edges(start, len(counts)) if counts else [], "counts": counts,
                       "first_bin": start},
-        "top_contexts": [], "quantile_samples": [], "logits": None, "correlated": [],
+        "top_contexts": [], "quantile_samples": [], "logits": None, "correlated": [], "ablation": None,
     }
+    if "ablation_effect" in row:
+        card["ablation"] = {"effect": _number(row["ablation_effect"]), "peak": _number(row["ablation_effect_peak"]),
+                            "contexts": row["ablation_contexts"], "window": summary.get("ablation_window")}
     for ex in load_examples(run_dir, feature).to_dict("records"):
         item = {"rank": int(ex["rank"]), "value": float(ex["value"]), "context": int(ex["context"]),
                 "position": int(ex["position"]), "peak": int(ex["position"] - ex["start"]),
                 "tokens": [vocab.get(int(i), f"<{int(i)}>") for i in ex["token_ids"]],
                 "acts": [float(a) for a in ex["acts"]]}
         if ex["kind"] == "top":
+            if "ablation" in ex and math.isfinite(ex["ablation"]):
+                item["ablation"] = float(ex["ablation"])
             card["top_contexts"].append(item)
         else:
             card["quantile_samples"].append({"quantile": float(ex["quantile"]), **item})

@@ -9,12 +9,14 @@ An export folder holds `cfg.json`, `sae_weights.safetensors` and `sparsity.safet
 - `metadata.sae_lens_version` >= 6: without it the config is read as pre-6.0 and rewritten.
   It marks the file format, not a SAELens install.
 The input scale used in training is folded into the weights, so the export takes raw
-activations (normalize_activations "none").
+activations (normalize_activations "none"). `metadata.mistudio_metrics` holds the run's final
+metrics (explained variance, L0, and for a causal LM CE-loss recovered and KL divergence).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -31,11 +33,14 @@ from mistudio.sae.trainer import build_sae
 from mistudio.tempdirs import temp_sibling
 
 SAELENS_FORMAT_VERSION = "6.0.0"
+# Final metrics copied into the export's metadata (those the run measured, finite values only).
+EXPORTED_METRICS = ("step", "tokens_seen", "explained_variance", "mse", "l0", "dead_fraction", "dense_fraction",
+                    "ce_loss_recovered", "kl_divergence", "ce_clean", "ce_spliced", "ce_zero")
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None) -> dict:
-    """The cfg.json dict for an inference SAE (scale already folded)."""
+def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None, metrics: dict | None = None) -> dict:
+    """The cfg.json dict for an inference SAE (scale already folded); metrics: the run's final ones."""
     hook_name = config.hook_point if config is not None else None
     model_name = config.model if config is not None else None
     cfg = {
@@ -60,9 +65,15 @@ def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None)
             "mistudio_version": mistudio.__version__,
             "mistudio_hparams": sae.hparams(),
             "mistudio_config": config.model_dump(mode="json") if config is not None else None,
+            "mistudio_metrics": ({k: metrics[k] for k in EXPORTED_METRICS if _finite(metrics.get(k))}
+                                 if metrics else None),
         },
     }
     return {**cfg, **sae.saelens_cfg()}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def saelens_state_dict(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
@@ -75,6 +86,7 @@ def export_saelens(
     config: TrainingConfig | None = None,
     *,
     log_feature_sparsity: torch.Tensor | None = None,
+    metrics: dict | None = None,
     before_commit=None,
     step: int = 0,
 ) -> Path:
@@ -85,7 +97,8 @@ def export_saelens(
     tmp.mkdir()
     try:
         save_file(saelens_state_dict(sae), tmp / "sae_weights.safetensors")
-        (tmp / "cfg.json").write_text(json.dumps(saelens_config(sae, config), indent=2))
+        cfg = saelens_config(sae, config, metrics)
+        (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
         if log_feature_sparsity is not None:
             save_file({"sparsity": log_feature_sparsity.detach().float().cpu().contiguous()}, tmp / "sparsity.safetensors")
         commit_dir(tmp, path, step, before_commit)

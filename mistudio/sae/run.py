@@ -78,6 +78,7 @@ def train_and_export(
         folder.export,
         trainer.config,
         log_feature_sparsity=trainer.firing.log_feature_sparsity(),
+        metrics=metrics,
         before_commit=before_commit,
         step=trainer.step,
     )

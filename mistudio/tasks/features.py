@@ -21,10 +21,10 @@ from mistudio.tasks.reporting import Reporter
 from mistudio.tasks.training import FINAL_STOPS
 from mistudio.validation import preview
 
-_OPTIONS = {"n_tokens": 1, "top_k": 1, "context_window": 0}
+_OPTIONS = {"n_tokens": 1, "top_k": 1, "context_window": 0, "ablation_contexts": 0}
 _MAX_WINDOW = 512  # tokens either side of a top context's peak
 # extract_features' defaults (mistudio/features/extract.py; not imported here: it imports torch)
-_TOP_K, _WINDOW, _RESERVOIR = 20, 10, 32
+_TOP_K, _WINDOW, _RESERVOIR, _ABLATION = 20, 10, 32, 5
 
 
 def validate_extract_features(params: dict) -> dict:
@@ -44,6 +44,10 @@ def validate_extract_features(params: dict) -> dict:
             raise InvalidInput(name, f"must be an integer >= {low}, got {preview(value)}", f"pass e.g. {name}=20")
         if value is not None:
             clean[name] = value
+    ablation, top_k = clean.get("ablation_contexts", _ABLATION), clean.get("top_k", _TOP_K)
+    if ablation > top_k:
+        raise InvalidInput("ablation_contexts", f"{ablation} is more than the {top_k} top contexts kept per feature",
+                           f"use ablation_contexts <= top_k ({top_k}), or 0 to skip the ablation effect")
     window = clean.get("context_window", _WINDOW)
     if window > _MAX_WINDOW:
         raise InvalidInput("context_window", f"{window:,} tokens either side is more than {_MAX_WINDOW}",

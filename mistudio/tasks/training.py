@@ -11,6 +11,7 @@ import time
 
 from mistudio import cache, events, runs
 from mistudio.events import TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress, TrainingStopped
+from mistudio.events.types import CAUSAL_METRICS
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.sae.config import TrainingConfig
@@ -42,10 +43,14 @@ class ProgressEvents:
     the ETA of what is running. A preparation phase (loading the model, tokenizing, caching
     activations) reports its own done/total, rate and remaining time; training's ETA comes from
     the training steps' rate alone, measured from the first training report of this process, so
-    the minutes spent preparing (or a resume) never inflate it."""
+    the minutes spent preparing (or a resume) never inflate it. The causal metrics of the latest
+    eval step (CE-loss recovered, KL: causal LMs only) ride along in every later training event
+    with their `eval_step`: progress events are coalesced (the latest wins), so the eval step's
+    own event may never be sent, and a viewer still gets every value measured."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
+        self.last_eval: dict = {}
         self.phase: str | None = None
         self.phase_started = 0.0
         self.first_training: tuple[int, float] | None = None  # (step, time) of the first training report
@@ -61,6 +66,10 @@ class ProgressEvents:
         if phase == "training":
             skip = {"step", "total_steps", "phase"}
             event["metrics"] = {k: v for k, v in report.items() if k not in skip and isinstance(v, (int, float))}
+            if isinstance(report.get("ce_loss_recovered"), (int, float)):
+                self.last_eval = {k: report[k] for k in CAUSAL_METRICS if isinstance(report.get(k), (int, float))}
+                self.last_eval["eval_step"] = step
+            event["metrics"] = {**self.last_eval, **event["metrics"]}
             event["estimated_remaining_seconds"] = self._training_eta(step, total, report, now)
         else:
             event.update(self._phase_fields(report, now))

@@ -3,7 +3,8 @@ JS beyond plotly.js), so they look the same in JupyterLab and in a saved HTML fi
 
 - `density_histogram(summary)`: log10 activation frequency across the dictionary.
 - `feature_card(card)`: one feature (a FeatureCard: activation histogram titled with its density,
-  top contexts and quantile samples with per-token shading, top +/- logits, correlated features).
+  top contexts and quantile samples with per-token shading, top +/- logits, the ablation effect
+  (causal LMs), correlated features).
 - `correlation_heatmap(correlations)`: phi between the most frequent features.
 
 Inputs are the plain dicts of mistudio.features / mistudio.feature_queries (JSON-ready).
@@ -174,6 +175,26 @@ def _chips(items: list[dict], colour: tuple[int, int, int]) -> str:
         f"{html.escape(i['token'].replace(chr(10), '↵'))} <small>{i['value']:+.2f}</small></span>" for i in items)
 
 
+def ablation_html(ablation: dict) -> str:
+    """The ablation effect: how much the next-token loss rises without the feature (features/ablation.py)."""
+    effect, peak = ablation.get("effect"), ablation.get("peak")
+    if effect is None:
+        return "<div style='font-size:12px;color:#555'><i>not measured: no top context to ablate it on</i></div>"
+    colour = NEGATIVE if effect > 0 else POSITIVE  # red: the model needs it; blue: it was in the way
+    window = ablation.get("window")
+    span = f"the peak token and the {window} after it" if window else "the peak token"
+    at_peak = f"; {peak:+.3g} at the peak token's own prediction" if peak is not None else ""
+    return (f"<div style='font-size:12px'><span style='font-family:{MONO};font-weight:700;color:rgb{colour}'>"
+            f"{effect:+.3g} nats</span> next-token loss when this feature is removed (its decoder direction "
+            f"times its activation subtracted, reconstruction error kept), averaged over the predictions from "
+            f"{html.escape(span)} in its top {ablation.get('contexts', 0)} contexts{html.escape(at_peak)}</div>")
+
+
+def _top_label(ex: dict) -> str:
+    delta = ex.get("ablation")
+    return f"{ex['value']:.3g}" + (f" · Δ{delta:+.2g}" if delta is not None else "")
+
+
 def _section(title: str, body: str) -> str:
     return (f"<div style='margin:10px 0 4px 0;font-weight:600;font-size:13px'>{html.escape(title)}</div>"
             f"{body}")
@@ -214,8 +235,7 @@ class FeatureCard:
         parts = []
         if card["top_contexts"]:
             parts.append(_section(f"Top activating contexts ({min(n_contexts, len(card['top_contexts']))})",
-                                  _examples_table(card["top_contexts"][:n_contexts], top,
-                                                  lambda ex: f"{ex['value']:.3g}")))
+                                  _examples_table(card["top_contexts"][:n_contexts], top, _top_label)))
         else:
             parts.append(_section("Top activating contexts", "<i>never fired on the held-out tokens (dead)</i>"))
         if card["quantile_samples"]:
@@ -224,6 +244,8 @@ class FeatureCard:
         if card.get("logits"):
             parts.append(_section("Promoted tokens (W_dec · W_U)", _chips(card["logits"]["positive"], POSITIVE)))
             parts.append(_section("Suppressed tokens", _chips(card["logits"]["negative"], NEGATIVE)))
+        if card.get("ablation"):
+            parts.append(_section("Ablation effect (causal)", ablation_html(card["ablation"])))
         self.body_html = "".join(parts)
         self.correlated = list(card.get("correlated") or [])[:n_correlated]
         self.correlated_html = (_section("Co-active features", correlated_chips(self.correlated, feature_href))

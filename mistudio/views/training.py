@@ -3,7 +3,8 @@
 Loss (log scale, with a linear/log switch), then L0; architectures that fix L0 at k (TopK,
 BatchTopK: `fixed_l0` in mistudio.sae.registry) show the AuxK loss in its place (the dead
 latents' reconstruction term: 0 while no latent is dead, which is when the trainer leaves it
-out). Then the dead and dense fractions of the dictionary, and explained variance.
+out). Then the dead and dense fractions of the dictionary, and explained variance with, for a
+causal LM, CE-loss recovered at the eval steps (KL divergence is a value: `causal_text`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ _L0_CURVES = (
     ("dead_fraction", "dead", 2),
     ("dense_fraction", "dense", 2),
     ("explained_variance", "explained variance", 3),
+    ("ce_loss_recovered", "CE-loss recovered", 3),
 )
 # Where L0 is k by construction its panel shows the AuxK loss instead; the other curves are the same.
 _FIXED_L0_CURVES = tuple(("aux_loss", "AuxK loss", 1) if curve[0] == "l0" else curve for curve in _L0_CURVES)
-_TITLES = ("Loss", "L0 (active features per token)", "Dead / dense features (fraction)", "Explained variance")
+_TITLES = ("Loss", "L0 (active features per token)", "Dead / dense features (fraction)",
+           "Explained variance · CE-loss recovered")
+
 _FIXED_L0_TITLE = "AuxK loss (dead latents; L0 is k)"
 
 
@@ -46,6 +50,25 @@ def metric_value(metrics: dict, key: str, architecture: str | None) -> float | N
     if value is None and key == "aux_loss" and fixed_l0(architecture) and metrics.get("loss") is not None:
         return 0.0  # nothing was dead in that interval: the trainer adds no AuxK term
     return None if value is None else float(value)
+
+
+def last_eval(history: list[dict]) -> dict | None:
+    """The latest report that carries the causal metrics (they are measured at eval steps only)."""
+    return next((h for h in reversed(history) if isinstance(h.get("ce_loss_recovered"), (int, float))), None)
+
+
+def causal_text(metrics: dict | None) -> str | None:
+    """'CE-loss recovered 0.93 · KL 0.051 nats (...)' for a report with causal metrics, else None."""
+    if not metrics or not isinstance(metrics.get("ce_loss_recovered"), (int, float)):
+        return None
+
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return f"{value:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+    return (f"CE-loss recovered {fmt('ce_loss_recovered')} · KL {fmt('kl_divergence')} nats/token "
+            f"(next-token CE: clean {fmt('ce_clean')}, SAE spliced in {fmt('ce_spliced')}, "
+            f"zero-ablated {fmt('ce_zero')})")
 
 
 def decimate(xs: list, ys: list, max_points: int) -> tuple[list, list]:
@@ -82,9 +105,9 @@ def training_figure(widget: bool = False, title: str | None = None, architecture
     if fixed_l0(architecture):
         titles[1] = _FIXED_L0_TITLE
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.18)
-    colours = {"dead": "#d62728", "dense": "#9467bd"}
+    colours = {"dead": "#d62728", "dense": "#9467bd", "CE-loss recovered": "#2ca02c"}
     for key, name, panel in curves:
-        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=name, showlegend=panel == 2,
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=name, showlegend=panel in (2, 3),
                                  line=dict(color=colours.get(name)), marker=dict(size=4), legendgroup=name),
                       row=panel // 2 + 1, col=panel % 2 + 1)
     fig.update_layout(height=480, margin=dict(l=50, r=20, t=70 if title else 50, b=40), template="plotly_white",

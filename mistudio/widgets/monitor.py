@@ -31,6 +31,7 @@ from mistudio.events import (
     TrainingProgress,
     TrainingStopped,
 )
+from mistudio.events.types import CAUSAL_METRICS
 from mistudio.jobs import Job
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
@@ -39,9 +40,10 @@ from mistudio.views.training import curves_for, decimate, metric_value, set_poin
 from mistudio.widgets.polling import keep_running
 from mistudio.widgets.when_done import WhenDone
 
-_SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "aux_loss", "dead_fraction", "dense_fraction", "lr",
-                  "tokens_per_s")
-_SUMMARY_FIRST = ("explained_variance", "l0", "dead_fraction", "dense_fraction", "mse", "loss", "tokens_per_s")
+_SHOWN_METRICS = ("loss", "mse", "explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "aux_loss",
+                  "dead_fraction", "dense_fraction", "lr", "tokens_per_s")
+_SUMMARY_FIRST = ("explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "dead_fraction", "dense_fraction",
+                  "mse", "loss", "tokens_per_s")
 _BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning", "dead": "danger"}
 
 
@@ -142,11 +144,15 @@ class TrainingMonitor:
             if value is None:
                 continue
             xs, ys = self.curves[key]
-            if xs and self.step <= xs[-1]:  # a redelivered run resumed from a checkpoint
-                while xs and xs[-1] >= self.step:
+            # Causal metrics ride along after their eval step (tasks/training.py): plotted there, once.
+            step = int(metrics.get("eval_step", self.step)) if key in CAUSAL_METRICS else self.step
+            if key in CAUSAL_METRICS and xs and xs[-1] == step:
+                continue
+            if xs and step <= xs[-1]:  # a redelivered run resumed from a checkpoint
+                while xs and xs[-1] >= step:
                     xs.pop()
                     ys.pop()
-            xs.append(self.step)
+            xs.append(step)
             ys.append(value)
 
     def in_preparation(self) -> bool:
@@ -202,8 +208,11 @@ class TrainingMonitor:
         self.progress.bar_style = _BAR_STYLES.get(self.state, "info")
         self.progress_text.value = "&nbsp;" + html.escape(self.status_text())
         shown = [(k, self.metrics[k]) for k in _SHOWN_METRICS if k in self.metrics]
+        where = ({"kl_divergence": f" <span style='color:#555'>(eval at step {self.metrics['eval_step']:,})</span>"}
+                 if isinstance(self.metrics.get("eval_step"), int) else {})
         self.metrics_html.value = "<div style='line-height:1.6;font-size:13px'>" + " &middot; ".join(
-            f"<span style='color:#555'>{html.escape(k)}</span> <b>{_fmt(v)}</b>" for k, v in shown) + "</div>"
+            f"<span style='color:#555'>{html.escape(k)}</span> <b>{_fmt(v)}</b>{where.get(k, '')}"
+            for k, v in shown) + "</div>"
         with self.figure.batch_update():
             for i, key in enumerate(self.curve_keys):
                 set_points(self.figure.data[i], *decimate(*self.curves[key], self.max_points))
@@ -219,7 +228,7 @@ class TrainingMonitor:
             parts = [f"{html.escape(k)} = {_fmt(metrics[k])}" for k in keys if isinstance(metrics[k], (int, float))
                      and not isinstance(metrics[k], bool)]
             where = self.final.sae_path
-            return "<b>Finished.</b> " + ", ".join(parts[:8]) + (f"<br>SAE: <code>{html.escape(where)}</code>" if where else "")
+            return "<b>Finished.</b> " + ", ".join(parts[:9]) + (f"<br>SAE: <code>{html.escape(where)}</code>" if where else "")
         return f"<b>{html.escape(self.state)}</b>"
 
     def final_html(self) -> str:
