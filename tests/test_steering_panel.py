@@ -1,0 +1,93 @@
+"""The SteeringPanel: what it draws from a real steering result (the tiny random-init GPT-2 and a tiny
+SAE through mistudio.features.steering), its controls, its refusals, and a real `steer` job on real
+gpu workers streaming into it through Redis."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+import torch
+from ml_helpers import tiny_gpt2, tiny_gpt2_dir  # noqa: F401  (fixtures)
+
+from mistudio.redis import keys
+from mistudio.features.steer_request import check_request
+from mistudio.features.steering import steer
+from mistudio.sae import ReluSAE
+from mistudio.widgets.steering import SteeringPanel, shade, tokens_html
+
+pytestmark = pytest.mark.timeout(300)
+
+HOOK = "blocks.1.hook_resid_post"
+PROMPT = "The function <b>returns</b> a list of"
+
+
+@pytest.fixture(scope="module")
+def sweep_result(tiny_gpt2):
+    sae = ReluSAE(64, 32, generator=torch.Generator().manual_seed(1)).eval().requires_grad_(False)
+    request = check_request({"training_id": "tr_x", "prompts": [PROMPT], "features": [{"index": 3, "strength": 1.0}],
+                             "strength_unit": "raw", "max_new_tokens": 10, "temperature": 1.0, "top_p": 0.9,
+                             "seed": 7, "sweep": [0.0, 20.0, 40.0]})
+    return steer(tiny_gpt2, sae, HOOK, request)
+
+
+def _steered_cells(markup: str) -> list[str]:
+    return re.findall(r"<tr class='steered-row'>(.*?)</tr>", markup)
+
+
+def test_a_sweep_is_one_row_per_strength_beside_the_default_with_the_result_text(sweep_result):
+    panel = SteeringPanel("tr_x", features={3: 1.0})
+    panel._reset({"prompts": [PROMPT], "features": [{"index": 3, "strength": 1.0}], "sweep": [0.0, 20.0, 40.0]})
+    panel.load_result(sweep_result)
+    only = sweep_result["prompts"][0]
+    assert panel.text(0, "default") == "".join(only["default"]["tokens"])
+    assert [panel.text(0, "steered", s) for s in range(3)] == ["".join(s["tokens"]) for s in only["steered"]]
+    assert panel.labels == ["#3 at 0", "#3 at 20", "#3 at 40"]
+    markup = panel.comparison_html()
+    rows = _steered_cells(markup)
+    assert len(rows) == 3 and "rowspan='3'" in rows[0]  # the default once, beside every strength
+    assert "log-prob minus the default's at the same position" in markup  # the legend
+    # strength 0 is the default token for token: nothing shaded; a real push shades something
+    assert "rgba" not in re.sub(r"rgba\([^)]*,0\.00\)", "", rows[0].split("</td>", 2)[2])
+    assert re.search(r"rgba\([^)]*,0\.(?!00)\d\d\)", rows[2])
+
+
+def test_user_text_is_escaped_and_the_prompt_shown(sweep_result):
+    panel = SteeringPanel("tr_<i>x</i>")
+    panel._reset({"prompts": [PROMPT], "features": [{"index": 3, "strength": 1.0}], "sweep": [0.0, 20.0, 40.0]})
+    panel.load_result(sweep_result)
+    markup = panel.comparison_html() + panel.title.value
+    assert "<b>returns</b>" not in markup and html.escape(PROMPT) in markup
+    assert "<i>x</i>" not in markup
+    assert "<script" not in tokens_html(["<script>alert(1)</script>"], [-1.0], [-2.0])
+
+
+def test_shading_says_which_way_and_how_far_the_logprob_moved():
+    assert shade(None) == "transparent" and shade(float("nan")) == "transparent"
+    up, down, far = shade(1.0), shade(-1.0), shade(100.0)
+    assert up.startswith("rgba(214,39,40") and down.startswith("rgba(31,119,180")
+    assert float(up.rsplit(",", 1)[1][:-1]) < float(far.rsplit(",", 1)[1][:-1]) == 0.6
+
+
+def test_feature_rows_add_update_and_remove():
+    panel = SteeringPanel("tr_x", features={5: 2.0}, n_features=10)
+    panel.add_feature(7, -1.5)
+    panel.add_feature(5, 3.0)  # already there: its strength changes, no second row
+    assert panel.features() == [{"index": 5, "strength": 3.0}, {"index": 7, "strength": -1.5}]
+    assert panel.feature_rows.children[0].children[0].max == 9
+    panel.feature_rows.children[0].children[2].click()  # its trash button
+    assert panel.features() == [{"index": 7, "strength": -1.5}]
+    panel.add_button.click()
+    assert len(panel.features()) == 2
+
+
+def test_a_refused_request_is_shown_in_the_panel_and_nothing_is_queued(redis_db):
+    panel = SteeringPanel("tr_nosuchrun", features={1: 1.0}, prompt="hello")
+    panel.sweep.value = "1, two"
+    panel.steer_button.click()
+    assert panel.job is None and panel.state == "refused" and "sweep" in panel.status.value
+    panel.sweep.value = ""
+    panel.steer_button.click()
+    assert panel.job is None and "tr_nosuchrun" in html.unescape(panel.status.value)
+    assert redis_db("results").zcard(keys.jobs_index()) == 0
