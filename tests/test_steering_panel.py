@@ -91,3 +91,71 @@ def test_a_refused_request_is_shown_in_the_panel_and_nothing_is_queued(redis_db)
     panel.steer_button.click()
     assert panel.job is None and "tr_nosuchrun" in html.unescape(panel.status.value)
     assert redis_db("results").zcard(keys.jobs_index()) == 0
+
+
+# --- a real steer job on real gpu workers ---------------------------------------------------
+
+JOB_RUN = "tr_panelsteer"
+
+
+@pytest.fixture(scope="module")
+def steer_run(mistudio_home, tmp_path_factory):
+    """A run of the tiny GPT-2 trained for a few steps, with its feature analysis; its strongest feature."""
+    from ml_helpers import save_tiny_gpt2
+
+    from mistudio.features import extract_features, load_feature_table
+    from mistudio.settings import get_settings
+    from mistudio.training import prepare_and_train, prepare_config
+
+    model = save_tiny_gpt2(tmp_path_factory.mktemp("panel-gpt2"))
+    config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
+                             "log_every": 5, "device": "cpu"})
+    run_dir = get_settings().runs_dir / JOB_RUN
+    prepare_and_train(config, run_dir, evaluate=False)
+    extract_features(run_dir, n_tokens=500)
+    return int(load_feature_table(run_dir)["max"].idxmax())
+
+
+def test_the_steer_button_streams_tokens_that_equal_the_jobs_result(workers, steer_run):
+    workers.start("gpu")
+    panel = SteeringPanel(JOB_RUN, features={steer_run: 4.0}, prompt="The function returns", max_new_tokens=12,
+                          seed=5, sweep=[0, 4])
+    panel.steer_button.click()
+    assert panel.job is not None, panel.status.value
+    panel.follow(timeout=240)
+    assert panel.state == "succeeded", panel.status_text()
+    result = panel.job.result()["prompts"][0]
+    assert panel.text(0, "default", streamed=True) == result["default"]["text"] == panel.text(0, "default")
+    for s, steered in enumerate(result["steered"]):
+        assert panel.text(0, "steered", s, streamed=True) == steered["text"]
+    assert panel.text(0, "steered", 0) == panel.text(0, "default")  # strength 0
+    assert panel.labels == [f"#{steer_run} at 0", f"#{steer_run} at 4"]
+    assert panel.events_seen >= 3 * len(result["default"]["tokens"])
+    assert not panel.steer_button.disabled  # steer again
+
+
+def test_in_a_kernel_the_comparison_is_left_as_plain_html_for_the_saved_notebook(workers, steer_run, tmp_path):
+    from test_widgets import LabLikeKernel
+
+    import nbformat
+
+    from mistudio.views.display import WIDGET_MIME
+
+    workers.start("gpu")
+    kernel = LabLikeKernel(tmp_path)
+    try:
+        shown, _ = kernel.run(f"from mistudio.widgets import SteeringPanel\npanel = SteeringPanel({JOB_RUN!r}, "
+                              f"features={{{steer_run}: 4.0}}, prompt='The <b>function</b>', max_new_tokens=8)\n"
+                              "display(panel)\njob = panel.steer()")
+        assert [WIDGET_MIME in o["data"] for o in shown.outputs] == [True, True]  # controls, live comparison
+        done, _ = kernel.run("await panel.wait()", timeout=240)
+        assert done.outputs[0]["data"]["text/plain"] == "'succeeded'"
+        controls, comparison = shown.outputs
+        assert set(comparison["data"]) == {"text/html", "text/plain"}
+        page = comparison["data"]["text/html"]
+        assert "mistudio-steering" in page and "succeeded" in page and "&lt;b&gt;function&lt;/b&gt;" in page
+        assert "default:" in comparison["data"]["text/plain"]
+        saved = nbformat.writes(kernel.notebook())
+        assert "widgets" not in kernel.notebook().metadata and len(saved) < 100_000
+    finally:
+        kernel.close()

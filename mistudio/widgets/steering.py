@@ -97,7 +97,8 @@ class SteeringPanel:
         self.request: dict | None = None  # what the last Steer sent
         self.prompts: list[str] = []
         self.labels: list[str] = []  # one per steered row
-        self.rows: dict[tuple[int, str, int | None], Completion] = {}
+        self.rows: dict[tuple[int, str, int | None], Completion] = {}  # what is drawn
+        self.streamed: dict[tuple[int, str, int | None], Completion] = {}  # what came on the channel
         self.state = "idle"
         self.error: str | None = None
         self.result: dict | None = None
@@ -115,11 +116,12 @@ class SteeringPanel:
         self.method = W.Dropdown(options=METHODS, value=method, description="method", layout=W.Layout(width="220px"))
         self.unit = W.Dropdown(options=UNITS, value=strength_unit, description="strength",
                                layout=W.Layout(width="260px"))
+        wide = {"description_width": "initial"}  # "temperature" in full
         self.max_new_tokens = W.BoundedIntText(value=max_new_tokens, min=1, max=4096, description="new tokens",
-                                               layout=W.Layout(width="180px"))
+                                               style=wide, layout=W.Layout(width="170px"))
         self.temperature = W.BoundedFloatText(value=temperature, min=0.0, max=10.0, step=0.1,
-                                              description="temperature", layout=W.Layout(width="180px"))
-        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
+                                              description="temperature", style=wide, layout=W.Layout(width="170px"))
+        self.seed = W.IntText(value=seed, description="seed", style=wide, layout=W.Layout(width="140px"))
         self.sweep = W.Text(value=", ".join(f"{s:g}" for s in sweep or []), description="sweep",
                             placeholder="e.g. 0, 2, 4, 8: strengths of the first feature, one row each",
                             layout=W.Layout(width="95%"))
@@ -219,7 +221,7 @@ class SteeringPanel:
             self.labels = ["ablate " + ", ".join(f"#{f['index']}" for f in features)]
         else:
             self.labels = [", ".join(f"#{f['index']} at {f.get('strength', 0):g}" for f in features) or "steered"]
-        self.rows = {}
+        self.rows = self.streamed = {}  # the same rows until the result replaces what is drawn
         self.result = None
         self.error = None
         self.events_seen = 0
@@ -238,13 +240,14 @@ class SteeringPanel:
                            value.logprob)
         elif event.type in _TERMINAL_EVENTS:
             self.state = _TERMINAL_EVENTS[event.type]
-            self.error = getattr(value, "error", None)
+            reason = getattr(value, "reason", None)  # generation.stopped: cancelled, or its time limit
+            self.error = getattr(value, "error", None) or (reason if reason not in (None, "cancelled") else None)
             self.done = True
 
     def add_token(self, prompt_index: int, branch: str, steered_index: int | None, position: int, token: str,
                   logprob: float) -> None:
         key = (int(prompt_index), branch, None if branch == "default" else int(steered_index or 0))
-        self.rows.setdefault(key, Completion()).add(int(position), token, float(logprob))
+        self.streamed.setdefault(key, Completion()).add(int(position), token, float(logprob))
 
     def load_result(self, result: dict) -> None:
         """The job's result replaces the streamed rows (the same tokens once the stream is whole)."""
@@ -265,8 +268,10 @@ class SteeringPanel:
             return f"#{steered['features'][0]['index']} at {steered['strength']:g}"
         return ""
 
-    def text(self, prompt_index: int, branch: str, steered_index: int | None = None) -> str:
-        row = self.rows.get((prompt_index, branch, None if branch == "default" else steered_index))
+    def text(self, prompt_index: int, branch: str, steered_index: int | None = None, *, streamed: bool = False) -> str:
+        """A row's text as drawn (the result's, once the job has ended), or as it streamed."""
+        rows = self.streamed if streamed else self.rows
+        row = rows.get((prompt_index, branch, None if branch == "default" else steered_index))
         return "".join(row.lists()[0]) if row else ""
 
     # --- drawing -------------------------------------------------------------------------
@@ -308,8 +313,7 @@ class SteeringPanel:
 
     def final_html(self) -> str:
         """The comparison once the job has ended: plain HTML, kept by a saved notebook."""
-        who = html.escape(self.job.id if self.job else "")
-        return (f"<div style='text-align:left'><b>Steering {who}</b> · {html.escape(self.status_text())}</div>"
+        return (f"<div style='text-align:left'><b>Steering</b> {html.escape(self.status_text())}</div>"
                 + self.comparison_html())
 
     def _plain_text(self) -> str:
