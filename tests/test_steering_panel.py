@@ -159,3 +159,24 @@ def test_in_a_kernel_the_comparison_is_left_as_plain_html_for_the_saved_notebook
         assert "widgets" not in kernel.notebook().metadata and len(saved) < 100_000
     finally:
         kernel.close()
+
+
+def test_the_browsers_steer_button_feeds_a_panel_with_the_shown_feature(redis_db, steer_run):
+    from mistudio.widgets import FeatureBrowser
+
+    browser = FeatureBrowser(JOB_RUN, feature=steer_run)
+    assert browser.steering is None
+    browser.steer_button.click()
+    panel = browser.steering
+    assert panel.features() == [{"index": steer_run, "strength": 4.0}]
+    assert browser.steer_box.children == (panel.widget,)  # under the card
+    other = (steer_run + 1) % browser.n_features
+    browser.show(other)
+    browser.steer_button.click()  # the same panel, one more feature
+    assert browser.steering is panel and [f["index"] for f in panel.features()] == [steer_run, other]
+    assert panel.feature_rows.children[0].children[0].max == browser.n_features - 1
+
+    mine = SteeringPanel(JOB_RUN)
+    given = FeatureBrowser(JOB_RUN, feature=other, steering=mine)
+    given.steer_button.click()
+    assert mine.features() == [{"index": other, "strength": 4.0}] and given.steer_box.children == ()
