@@ -180,3 +180,14 @@ def test_the_browsers_steer_button_feeds_a_panel_with_the_shown_feature(redis_db
     given = FeatureBrowser(JOB_RUN, feature=other, steering=mine)
     given.steer_button.click()
     assert mine.features() == [{"index": other, "strength": 4.0}] and given.steer_box.children == ()
+
+
+def test_stop_cancels_the_steer_and_the_panel_says_so_and_can_steer_again(redis_db, steer_run):
+    panel = SteeringPanel(JOB_RUN, features={steer_run: 4.0}, prompt="The function returns", max_new_tokens=8)
+    panel.steer_button.click()  # no worker: it stays queued
+    assert panel.job is not None and panel.job.status() == "queued"
+    assert panel.steer_button.disabled and not panel.stop_button.disabled
+    panel.stop_button.click()
+    panel.follow(timeout=60)  # no events come: the job record says how it ended
+    assert panel.done and panel.state == "cancelled" and panel.job.status() == "cancelled"
+    assert not panel.steer_button.disabled and panel.stop_button.disabled

@@ -127,12 +127,14 @@ class SteeringPanel:
                             layout=W.Layout(width="95%"))
         self.steer_button = W.Button(description="Steer", button_style="primary", icon="play")
         self.steer_button.on_click(lambda _: self.steer())
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True, layout=W.Layout(width="auto"))
+        self.stop_button.on_click(lambda _: self.cancel())
         self.status = W.HTML()
         self.comparison = W.HTML()
         self.controls = W.VBox([self.title, self.feature_rows, self.add_button, self.prompt,
                                 W.HBox([self.method, self.unit]),
                                 W.HBox([self.max_new_tokens, self.temperature, self.seed]), self.sweep,
-                                W.HBox([self.steer_button, self.status])])
+                                W.HBox([self.steer_button, self.stop_button, self.status])])
         self.widget = W.VBox([self.controls, self.comparison])
         self.set_features(features or {})
 
@@ -200,12 +202,14 @@ class SteeringPanel:
 
     def follow_job(self, job: Job | str, request: dict | None = None) -> asyncio.Task | None:
         """Show the stream of a steer job (one submitted here or elsewhere)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the previous job's listener: its events must not reach the new rows
+        self._task = None
         self.job = job if isinstance(job, Job) else Job(str(job))
         self.request = request or dict((self.job.record().get("params") or {}))
         self._reset(self.request)
         self.refresh()
         self._show_live()
-        self._task = None
         task = self.start()
         if task is None and self._outputs:  # no running loop (a script): follow here
             self.follow()
@@ -310,6 +314,11 @@ class SteeringPanel:
         self.status.value = "&nbsp;" + html.escape(self.status_text())
         self.comparison.value = self.comparison_html() if self.prompts else ""
         self.steer_button.disabled = self.job is not None and not self.done
+        self.stop_button.disabled = not self.steer_button.disabled
+
+    def cancel(self) -> bool:
+        """Stop the running steer job (its stream ends with generation.stopped)."""
+        return self.job is not None and not self.done and self.job.cancel()
 
     def final_html(self) -> str:
         """The comparison once the job has ended: plain HTML, kept by a saved notebook."""
@@ -331,11 +340,7 @@ class SteeringPanel:
     def finish(self) -> None:
         """Redraw from the job's result and make the comparison output plain HTML."""
         self.done = True
-        if self.job is not None and self.state == "succeeded" and self.result is None:
-            try:
-                self.load_result(self.job.result(timeout=30))
-            except Exception as exc:  # the stream's rows stay; say why the result is missing
-                self.error = f"result unavailable: {exc}"
+        self._fetch_result()  # listen() has fetched it off the loop already
         self.refresh()
         bundle = html_bundle(self.final_html(), self._plain_text())
         for context, handle in self._outputs:
@@ -378,10 +383,10 @@ class SteeringPanel:
             self.refresh()
 
     def _fetch_result(self) -> None:
-        if self.state == "succeeded" and self.result is None:
+        if self.job is not None and self.state == "succeeded" and self.result is None:
             try:
                 self.load_result(self.job.result(timeout=30))
-            except Exception as exc:
+            except Exception as exc:  # the stream's rows stay; say why the result is missing
                 self.error = f"result unavailable: {exc}"
 
     def start(self) -> asyncio.Task | None:
