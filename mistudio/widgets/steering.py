@@ -25,6 +25,7 @@ import ipywidgets as W
 from IPython.display import display
 
 from mistudio.errors import InvalidInput
+from mistudio.events import Subscription
 from mistudio.jobs import Job
 from mistudio.queue.records import TERMINAL
 from mistudio.views.display import html_bundle, widget_bundle
@@ -351,8 +352,6 @@ class SteeringPanel:
 
     async def listen(self, timeout: float | None = None) -> None:
         """Follow the job's generation channel until it ends (or timeout seconds pass)."""
-        from mistudio.events import Subscription
-
         channel = await asyncio.to_thread(self.job.channel)
         deadline = None if timeout is None else time.monotonic() + timeout
         last_check = last_refresh = 0.0
