@@ -10,9 +10,9 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
-    for prefix in ("01_", "02_", "03_", "04_"):
+    for prefix in ("01_", "02_", "03_", "04_", "05_"):
         assert any(n.startswith(prefix) for n in names), f"missing notebooks/{prefix}*.ipynb"
 
 

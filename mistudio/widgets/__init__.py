@@ -9,3 +9,6 @@ __all__ = ["JobProgressView", "JobsView", "SystemView", "TrainingMonitor"]
 from mistudio.widgets.browser import FeatureBrowser  # noqa: E402
 
 __all__ += ["FeatureBrowser"]
+from mistudio.widgets.steering import SteeringPanel  # noqa: E402
+
+__all__ += ["SteeringPanel"]

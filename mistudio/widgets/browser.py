@@ -3,14 +3,16 @@
     FeatureBrowser("tr_abc123")                      # by index
     FeatureBrowser("tr_abc123", order="density")     # most frequent first, opened at rank 0
 
-Choose the order (feature index, density, max activation), then move through it with the
-slider or the arrows, or type a feature index; it opens at the first feature of the order
-unless given one. A co-active feature's button, or a cell of the co-activation heatmap (an
-accordion under the card, drawn when opened), opens that feature. Every read goes through the
-Redis cache (mistudio.feature_queries): the dictionary stats and orderings once, each card on
-first view, so going back to a feature is a cache hit. Everything runs in widget callbacks on
-the kernel's thread; nothing is polled. The histogram goes into an Output as a plain Plotly
-figure (small when the notebook is saved); only the heatmap is a FigureWidget (for its clicks).
+Choose the order (feature index, density, max activation), then move through it with the slider or
+the arrows, or type a feature index; it opens at the first feature of the order unless given one.
+"steer with this feature" puts the shown feature into a SteeringPanel: the one passed as
+`steering=`, or one made under the card on first use. A co-active feature's button, or a cell of the
+co-activation heatmap (an accordion under the card, drawn when opened), opens that feature. Every
+read goes through the Redis cache (mistudio.feature_queries): the dictionary stats and orderings
+once, each card on first view, so going back to a feature is a cache hit. Everything runs in widget
+callbacks on the kernel's thread; nothing is polled. The histogram goes into an Output as a plain
+Plotly figure (small when the notebook is saved); only the heatmap is a FigureWidget (for its
+clicks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from IPython.display import display
 from mistudio import feature_queries as queries
 from mistudio.views.display import figure_bundle
 from mistudio.views.features import FeatureCard, _fmt, correlation_heatmap
+from mistudio.widgets.steering import SteeringPanel
 
 ORDERS = (("feature index", "index"), ("density (highest first)", "density"), ("max activation (highest first)", "max"))
 
@@ -35,8 +38,9 @@ def figure_output(fig) -> dict:
 
 class FeatureBrowser:
     def __init__(self, training_id: str, feature: int | None = None, order: str = "index", n_contexts: int = 10,
-                 heatmap: int = 30):
+                 heatmap: int = 30, steering=None):
         self.training_id = training_id
+        self.steering = steering  # the SteeringPanel "steer with this feature" feeds
         self.n_contexts = n_contexts
         self.stats = queries.dictionary_stats(training_id)
         self.n_features = self.stats["total_features"]
@@ -59,6 +63,10 @@ class FeatureBrowser:
             f"features · {s['dead_features']:,} dead · mean frequency {_fmt(s['avg_activation_frequency'])} · "
             f"{s['n_tokens']:,} held-out tokens</span>")
         self.header = W.HTML()
+        self.steer_button = W.Button(description="steer with this feature", icon="sliders",
+                                     tooltip="add this feature to a SteeringPanel", layout=W.Layout(width="auto"))
+        self.steer_button.on_click(lambda _: self.steer_with())
+        self.steer_box = W.VBox()
         self.figure = W.Output()
         self.body = W.HTML()
         self.correlated = W.HBox(layout=W.Layout(flex_flow="row wrap"))
@@ -70,8 +78,8 @@ class FeatureBrowser:
         self.heatmap_box.observe(lambda change: self._draw_heatmap() if change["new"] == 0 else None,
                                  names="selected_index")
         parts = [self.title, W.HBox([self.order, self.index]), W.HBox([self.prev_button, self.rank, self.next_button]),
-                 self.header, self.figure, self.body, self.correlated]
-        self.widget = W.VBox(parts + ([self.heatmap_box] if self.heatmap_size else []))
+                 self.header, self.steer_button, self.figure, self.body, self.correlated]
+        self.widget = W.VBox(parts + ([self.heatmap_box] if self.heatmap_size else []) + [self.steer_box])
 
         self.order.observe(lambda change: self._set_order(change["new"]), names="value")
         self.rank.observe(lambda change: self._at_rank(change["new"]), names="value")
@@ -134,6 +142,16 @@ class FeatureBrowser:
             button.on_click(lambda _, f=int(c["feature"]): self.show(f))
             buttons.append(button)
         return buttons
+
+    def steer_with(self, strength: float = 4.0):
+        """Add the shown feature to the steering panel (made here, under the card, on first use)."""
+        if self.feature is None:
+            return None
+        if self.steering is None:
+            self.steering = SteeringPanel(self.training_id, n_features=self.n_features)
+            self.steer_box.children = (self.steering.widget,)
+        self.steering.add_feature(self.feature, strength)
+        return self.steering
 
     # --- the heatmap -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -119,7 +120,12 @@ class Notebook:
         return self
 
     def _kernel_idle(self) -> bool:
-        kernels = self.lab.api("GET", "kernels")
+        try:
+            kernels = self.lab.api("GET", "kernels")
+        except urllib.error.HTTPError as exc:  # 500 while a kernel starts (its last_activity not yet set)
+            if exc.code != 500:
+                raise
+            return False
         return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels) and \
             self.page.locator(".jp-Dialog").count() == 0
 
