@@ -187,7 +187,8 @@ def _resume_state(work: Path, cfg: ReferenceConfig, model, optimizer) -> tuple[i
     config_json, weights, state = load_checkpoint(path)
     if config_json != _config_json(cfg):
         return 0, []
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    device = next(model.parameters()).device
+    missing, unexpected = model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
     if unexpected or set(missing) - {_TIED}:
         return 0, []
     model.tie_weights()
@@ -203,14 +204,20 @@ def build_reference(
     should_stop: Callable[[], bool] | None = None,
     before_commit: Callable[[int], bool] | None = None,
     resume: bool = True,
+    device: str | None = "cpu",
 ) -> dict:
     """Train the reference LM and save it to `path` (default MISTUDIO_HOME/models/<REFERENCE_NAME>).
 
-    progress gets {"phase": "prepare", ...} while the corpus is tokenized, then per logged step
-    {"phase": "train", step, total, loss, heldout_loss (at eval steps, else None), tokens_per_s, lr}.
+    progress gets {"phase": "preparing" | "tokenizing", ...} first (tokenizing: tokens_done/tokens_total),
+    then per logged step {"phase": "training", step, total_steps, loss, heldout_loss (at eval steps,
+    else None), tokens_per_s, tokens_seen, lr}: the shape `tasks.training.ProgressEvents` reads.
     should_stop() is polled before every step: True returns {"stopped": True, ...} at once (the next
-    build resumes from the last checkpoint). Returns the model card (also saved as reference.json).
+    build resumes from the last checkpoint). device: "cpu" (bit-for-bit reproducible), "cuda" or
+    "auto" (a GPU where there is one: faster, reproducible on that device). Returns the model card
+    (also saved as reference.json).
     """
+    from mistudio.models.loading import resolve_device
+
     cfg = (cfg or for_profile()).check()
     final = Path(path) if path is not None else reference_model_path()
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -223,22 +230,23 @@ def build_reference(
     stop = should_stop or (lambda: False)
     started = time.monotonic()
 
-    emit({"phase": "prepare", "stage": "corpus"})
+    emit({"phase": "preparing", "stage": "corpus"})
     train_docs, heldout_docs = split_corpus()
     from transformers import PreTrainedTokenizerFast
 
     if (work / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(work)
     else:
-        emit({"phase": "prepare", "stage": "tokenizer"})
+        emit({"phase": "preparing", "stage": "tokenizer"})
         tokenizer = train_tokenizer(train_docs, cfg.vocab_size)
         tokenizer.save_pretrained(work)
     tokenizer.model_max_length = cfg.context_length
     train, train_stats = pack_documents(train_docs, tokenizer, cfg.context_length, cfg.corpus_max_tokens,
-                                        progress=lambda p: emit({"phase": "prepare", **p}))
+                                        progress=lambda p: emit({"phase": "tokenizing", **p}))
     heldout, _ = pack_documents(heldout_docs, tokenizer, cfg.context_length, cfg.eval_tokens)
 
-    model = new_model(cfg, len(tokenizer))
+    dev = resolve_device(device)
+    model = new_model(cfg, len(tokenizer)).to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -253,7 +261,7 @@ def build_reference(
         if stop():
             return {"stopped": True, "step": step, "total": cfg.steps, "curve": curve, "resumed_from": resumed_from}
         rows = batch_indices(cfg, train.n_contexts, step)
-        x, m = train.input_ids[rows].long(), train.attention_mask[rows]
+        x, m = train.input_ids[rows].long().to(dev), train.attention_mask[rows].to(dev)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         loss = model(input_ids=x, attention_mask=m.long(), labels=labels_for(x, m)).loss
@@ -267,10 +275,11 @@ def build_reference(
         if evaluate or step % 10 == 0 or step == 1:
             elapsed = time.monotonic() - window_start
             point = {"step": step, "loss": loss.item(),
-                     "heldout_loss": heldout_loss(model, heldout.input_ids, heldout.attention_mask)
+                     "heldout_loss": heldout_loss(model, heldout.input_ids.to(dev), heldout.attention_mask.to(dev))
                      if evaluate else None}
             curve.append(point)
-            emit({"phase": "train", **point, "total": cfg.steps, "lr": learning_rate(cfg, step - 1),
+            emit({"phase": "training", **point, "total_steps": cfg.steps, "lr": learning_rate(cfg, step - 1),
+                  "tokens_seen": step * tokens_per_step,
                   "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9)})
             window_start, window_steps = time.monotonic(), 0
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
@@ -292,7 +301,7 @@ def build_reference(
         "final_train_loss": curve[-1]["loss"], "seconds": round(time.monotonic() - started, 1),
         "resumed_from": resumed_from, "curve": curve,
     }
-    model.eval()
+    model.cpu().eval()
     tmp = temp_sibling(final)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
