@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_sae_train.py [--steps 8] [--repeats 3] [--archs topk-dense,topk-sparse,...]
                                                    [--no-malloc-tuning]
 
-384 x 3072 SAE, batch 4096, fp32, CPU (DESIGN.md's reference setup). A dense SAE step costs
+384 x 3072 SAE, batch 4096, fp32, CPU (the setup of README.md's "Measured" table). A dense SAE step costs
 about 12 * d_in * d_sae FLOPs per token (encoder and decoder: forward, and two gradient
 matmuls each), so roofline tokens/s = matmul FLOP/s / (12 * d_in * d_sae), with the FLOP/s
 measured here on a [4096,384] x [384,3072] matmul right before and after every timed run
@@ -11,9 +11,8 @@ measured here on a [4096,384] x [384,3072] matmul right before and after every t
 of its two measurements. Figures are medians over repeats. Each timed step
 is a full Trainer step: forward, backward, decoder-gradient projection, Adam, renormalise,
 metrics. The sparse TopK path is not bound by the roofline: it skips most of the dense work.
-Reference (DESIGN.md, same 2-core CPU, matmul ~133 GFLOP/s then): sparsify ~11k tokens/s,
-SAELens ~5k, plain PyTorch ~6k. Like the training worker (run_training), the benchmark
-first calls mistudio.sae.memory.reuse_freed_memory(); --no-malloc-tuning shows the cost
+What it measured here is in README.md's "Measured" table. Like the training worker (train_and_export),
+the benchmark first calls mistudio.sae.memory.reuse_freed_memory(); --no-malloc-tuning shows the cost
 of glibc's default of unmapping every freed 50 MB block.
 """
 

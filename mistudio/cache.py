@@ -32,6 +32,7 @@ from typing import Callable
 
 import redis
 
+from mistudio import events
 from mistudio.errors import InvalidInput
 from mistudio.redis import keys
 from mistudio.redis.connection import get_client, is_out_of_memory
@@ -179,8 +180,6 @@ def _refused(namespace: str, key: str, why: str) -> None:
             _last_alert[namespace] = now
     logger.warning("%s served uncached: %s", key, why)
     if alert:
-        from mistudio import events
-
         try:
             events.publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert", {
                 "level": "warning", "source": "cache", "namespace": namespace,

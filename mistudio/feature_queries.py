@@ -22,9 +22,9 @@ import re
 import time
 from pathlib import Path
 
-from mistudio import cache
+from mistudio import cache, runs
 from mistudio.errors import InvalidInput
-from mistudio.settings import get_settings
+from mistudio.training import model_config
 
 RANKINGS = ("index", "density", "max")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -32,19 +32,13 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def run_dir(training_id: str) -> Path:
     """The run folder of a training id (InvalidInput for a malformed or unknown id)."""
-    if not isinstance(training_id, str) or not _ID.match(training_id):
-        raise InvalidInput("training_id", f"{training_id!r} is not a training id", "use the id `mistudio train` printed")
-    path = get_settings().runs_dir / training_id
-    if not (path / "run.json").is_file():
-        raise InvalidInput("training_id", f"no training run {training_id!r} under {get_settings().runs_dir}",
-                           "train an SAE first (mistudio train), or check the id with `mistudio jobs`")
-    return path
+    return runs.existing(training_id).path
 
 
 def dictionary_stats(training_id: str) -> dict:
     """The whole-dictionary summary (summary.json): total_features, avg_activation_frequency,
     dead_neurons, frequency histogram, settings of the extraction."""
-    from mistudio.features import load_summary
+    from mistudio.features import load_summary  # why: torch/pyarrow; cached reads (a hit) need neither
 
     folder = run_dir(training_id)
     return cache.get_or_compute("features", lambda: load_summary(folder), training_id=training_id)
@@ -53,7 +47,10 @@ def dictionary_stats(training_id: str) -> dict:
 def correlations(training_id: str, k: int = 50) -> dict:
     """Phi coefficients between the k most frequent features: {"features": [...], "matrix": [[...]]}
     (phi rounded to 4 decimals: plenty for a heatmap, and 2.5x less JSON to decode on every hit)."""
-    from mistudio.features import load_correlation_matrix, load_summary
+    from mistudio.features import (  # why: torch/pyarrow; cached reads (a hit) need neither
+        load_correlation_matrix,
+        load_summary,
+    )
 
     folder = run_dir(training_id)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -71,7 +68,7 @@ def correlations(training_id: str, k: int = 50) -> dict:
 
 
 def _list_checkpoints(folder: Path) -> list[dict]:
-    from mistudio.sae.checkpoint import list_checkpoints
+    from mistudio.sae.checkpoint import list_checkpoints  # why: torch/pyarrow; cached reads (a hit) need neither
 
     return [{"step": int(p.name.split("_")[1]), "path": str(p), "created": p.stat().st_mtime}
             for p in list_checkpoints(folder)]
@@ -86,9 +83,8 @@ def checkpoints(training_id: str) -> list[dict]:
 def model_info(model_id: str | None) -> dict:
     """Architecture facts of a model from its config (no weights loaded), cached as a hash.
     Keyed by the name as given (None: the bundled model), so a hit touches no file."""
-    from mistudio.models.loading import BUNDLED_NAME
-    from mistudio.models.metadata import model_metadata
-    from mistudio.training import model_config
+    from mistudio.models.loading import BUNDLED_NAME  # why: torch/pyarrow; cached reads (a hit) need neither
+    from mistudio.models.metadata import model_metadata  # why: torch/pyarrow; cached reads (a hit) need neither
 
     return cache.get_or_compute("model", lambda: model_metadata(model_config(model_id)[1]),
                                 model_id=BUNDLED_NAME if model_id is None else str(model_id))
@@ -98,7 +94,7 @@ def dataset_stats(dataset_id: str) -> dict:
     """A processed dataset's statistics (total_tokens, vocab_size, samples, avg_seq_length...)."""
     import json
 
-    from mistudio.data.processed import datasets_dir
+    from mistudio.data.processed import datasets_dir  # why: torch/pyarrow; cached reads (a hit) need neither
 
     path = datasets_dir() / str(dataset_id) / "dataset.json"
     if not _ID.match(str(dataset_id)) or not path.is_file():
@@ -108,7 +104,7 @@ def dataset_stats(dataset_id: str) -> dict:
 
 def feature_card(training_id: str, feature: int) -> dict:
     """One feature's card data (see mistudio.features.load_feature), cached as an API response."""
-    from mistudio.features import load_feature
+    from mistudio.features import load_feature  # why: torch/pyarrow; cached reads (a hit) need neither
 
     folder = run_dir(training_id)
     extraction = dictionary_stats(training_id)["extraction_id"]
@@ -126,7 +122,7 @@ def ranking(training_id: str, by: str = "density") -> list[int]:
         return list(range(stats["total_features"]))
 
     def compute():
-        from mistudio.features import load_feature_table
+        from mistudio.features import load_feature_table  # why: torch/pyarrow; cached reads (a hit) need neither
 
         table = load_feature_table(folder, columns=("feature", by))
         return [int(f) for f in table.sort_values([by, "feature"], ascending=[False, True], kind="stable")["feature"]]
@@ -136,9 +132,7 @@ def ranking(training_id: str, by: str = "density") -> list[int]:
 
 def overview(training_id: str) -> dict:
     """What a report or browser header shows: the run, its model and dataset, the dictionary."""
-    from mistudio.training import read_run_file
-
-    info = read_run_file(run_dir(training_id))
+    info = runs.existing(training_id).read_info()
     out = {"training_id": training_id, "run": info, "stats": dictionary_stats(training_id), "time": time.time()}
     try:
         out["model"] = model_info(info["model"])

@@ -24,12 +24,11 @@ from mistudio.queue import records
 from mistudio.queue.apps import huey_app, make_task
 from mistudio.queue.ids import check_job_id
 from mistudio.queue.routes import route
-from mistudio.queue.tasks import get_task
 from mistudio.redis import keys
 from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
+from mistudio.tasks import get_task
 from mistudio.validation import check_params, preview
-
 
 
 class JobNotFound(MistudioError, KeyError):
@@ -63,13 +62,14 @@ class Job:
             return f"<Job {self.id}>"
 
     def _ipython_display_(self):
-        from mistudio.widgets import TrainingMonitor
+        """A view that fits the job's kind: a training's TrainingMonitor, else its progress."""
+        from mistudio.widgets.job_view import view_for  # why: ipywidgets is heavy, and widgets import jobs
 
-        TrainingMonitor(self)._ipython_display_()
+        view_for(self)._ipython_display_()
 
     def then(self, fn):
         """In a notebook: fn(job) runs when the job ends, its output shown in this cell; returns at once."""
-        from mistudio.widgets.when_done import when_done
+        from mistudio.widgets.when_done import when_done  # why: IPython is heavy (a notebook-only path)
 
         return when_done(self, fn)
 
@@ -78,6 +78,11 @@ class Job:
         if record is None:
             raise JobNotFound(self.id)
         return record
+
+    def channel(self) -> str | None:
+        """The event channel this job publishes on, from its task's spec (None: it publishes none)."""
+        record = self.record()
+        return get_task(record["task"]).channel_for(self.id, record["params"] or {})
 
     def status(self) -> str:
         return self.record()["state"]
@@ -153,7 +158,7 @@ def submit(
     """Check the input, record the job, queue it; return its handle."""
     settings = settings or get_settings()
     spec = get_task(task)
-    where = route(task, queue, priority)
+    where = route(spec.route, queue, priority)
     params = check_params(spec, params)  # the worker checks the message it claims again (queue/apps.run_job)
     if time_limit is None:
         time_limit = settings.task_time_limit

@@ -6,6 +6,10 @@ import contextlib
 import os
 import time
 
+from mistudio import monitoring, services
+from mistudio.coord import leader
+from mistudio.queue import supervisor
+from mistudio.queue.routes import QUEUES
 from mistudio.redis import server
 from mistudio.redis.connection import check_connection, get_client, reset_pools
 from mistudio.settings import Settings, get_settings
@@ -19,8 +23,6 @@ def up(settings: Settings | None = None, *, workers: bool = True) -> dict:
         reset_pools()  # the server may be on a new port
     check_connection(settings)
     if workers:
-        from mistudio.queue import supervisor
-
         supervisor.ensure_workers(settings)
     return status(settings)
 
@@ -28,7 +30,6 @@ def up(settings: Settings | None = None, *, workers: bool = True) -> dict:
 def down(settings: Settings | None = None) -> dict:
     """Stop what `up` started (workers first, then Redis, with its data saved)."""
     settings = settings or get_settings()
-    from mistudio.queue import supervisor
 
     stopped_workers = supervisor.stop_workers(settings)
     stopped_redis = False if settings.redis_url else server.stop(settings)
@@ -81,11 +82,8 @@ def status(settings: Settings | None = None) -> dict:
     result = {"time": time.time(), "home": str(settings.home), "profile": settings.profile.name}
     info = get_client("queue", settings=settings).info()  # one INFO for the status and the metrics
     result["redis"] = redis_status(settings, info)
-    from mistudio.queue import supervisor
 
     result.update(supervisor.queue_status(settings))
-    from mistudio import monitoring
-    from mistudio.coord import leader
 
     result["metrics"], result["alerts"] = monitoring.snapshot(settings, info=info, workers=result["workers"])
     result["leader"] = leader.current(get_client("locks", settings=settings))
@@ -100,10 +98,6 @@ def workers_with(settings: Settings | None = None, **env):
     environment is restored too. A job running when the workers restart is handed back to its
     queue (SIGTERM) and runs again (a training resumes from its checkpoint)."""
     import psutil
-
-    from mistudio import services
-    from mistudio.queue import supervisor
-    from mistudio.queue.routes import QUEUES
 
     settings = settings or get_settings()
     before = []

@@ -1,11 +1,11 @@
-"""Rate limits (sliding windows) and concurrency limits (slots under leases).
+"""Rate limits: sliding windows over the tiers of limits_config.py.
 
     from mistudio import limits
     allowed, remaining, reset_at, retry_after = limits.hit(["api"])      # the seed's 4 values
     decision = limits.check_submit("train_sae")  # raises RateLimited: what jobs.submit calls
     limits.refund(decision)                    # the request did not happen after all (submit failed)
-    with limits.slot("generations"):           # one of CONCURRENCY["generations"] slots
-        ...
+
+Concurrency limits (N slots under leases) are mistudio.coord.slots.
 
 The tiers and numbers are in mistudio/limits_config.py. A request is checked against
 every window of every tier it counts against by one Lua script (trim, count, and add
@@ -22,7 +22,6 @@ and it stamps requests with each caller's clock, which differs between devices.
 from __future__ import annotations
 
 import math
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -36,7 +35,7 @@ from mistudio.redis import keys
 from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
-from mistudio.coord.polling import poll_until
+from mistudio.tasks import all_tasks
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,9 @@ def tier_windows(tier: str) -> list[Window]:
 
 
 def tiers_for_task(task: str) -> list[str]:
-    """The API tier, plus the task's own tier if it has one."""
-    own = config.TASK_RATE_TIERS.get(task)
+    """The API tier, plus the task's own tier if its spec names one."""
+    spec = all_tasks().get(task)
+    own = spec.rate_tier if spec else None
     return [config.API_TIER] + ([own] if own else [])
 
 
@@ -99,10 +99,6 @@ class Decision:
         if not self.allowed:
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return out
-
-
-class ResourceBusy(MistudioError):
-    """A concurrency slot or a GPU lock is held by someone else (the seed's ResourceBusyError)."""
 
 
 class RateLimited(MistudioError):
@@ -181,76 +177,6 @@ def check_submit(task: str, subject: str = "global", settings: Settings | None =
         what = "submitting jobs" if decision.tier == config.API_TIER else f"{task.replace('_', ' ')} ({decision.tier})"
         raise RateLimited(decision, what)
     return decision
-
-
-# --- concurrency: N slots, each a lease that expires with its holder ------------------------
-
-
-class Slot:
-    """One slot of a concurrency limit, held under a lease (a sorted set of holder tokens scored
-    by expiry, by Lua). A holder that dies frees its slot when its lease runs out."""
-
-    def __init__(self, name: str, *, scope: str | None = None, ttl: float | None = None, holder: str = "",
-                 client=None, settings: Settings | None = None):
-        settings = settings or get_settings()
-        if name not in config.CONCURRENCY:
-            raise InvalidInput("slot", f"unknown concurrency limit {name!r}", f"use one of {', '.join(config.CONCURRENCY)}")
-        self.name = name
-        self.limit = config.CONCURRENCY[name]
-        self.scope = scope or settings.device_id  # per device: see limits_config
-        self.key = keys.concurrency_slots(self.scope, name)
-        self.ttl = float(ttl or settings.lease_seconds)
-        self.token = f"{holder or 'holder'}/{uuid.uuid4().hex[:12]}"
-        self.client = client or get_client("ratelimit", settings=settings)
-        self.held = False
-        self._stop = threading.Event()  # stops the background renewal of `with slot(...)`
-
-    def try_acquire(self) -> bool:
-        ok, _ = script(self.client, "slot_acquire")(keys=[self.key], args=[self.limit, self.token, self.ttl])
-        self.held = bool(int(ok))
-        return self.held
-
-    def acquire(self, timeout: float | None = None, wait=None, poll: float = 0.25) -> bool:
-        """Wait for a slot (up to timeout). wait(seconds) -> True aborts (e.g. JobContext.wait)."""
-        return poll_until(self.try_acquire, timeout, wait, poll)
-
-    def renew(self) -> bool:
-        """Extend the lease; False: it was lost (expired, someone may have the slot now)."""
-        self.held = float(script(self.client, "slot_renew")(keys=[self.key], args=[self.token, self.ttl]) or 0) > 0
-        return self.held
-
-    def release(self) -> None:
-        self._stop.set()
-        self.client.zrem(self.key, self.token)
-        self.held = False
-
-    def holders(self) -> list[str]:
-        now = self.client.time()
-        return self.client.zrangebyscore(self.key, now[0] + now[1] / 1e6, "+inf")
-
-    def __enter__(self) -> "Slot":
-        if not self.try_acquire():
-            raise ResourceBusy(f"all {self.limit} {self.name} slot(s) are busy on {self.scope}: "
-                               f"wait for one to finish, or use Slot.acquire(timeout=...)")
-        self._stop = threading.Event()
-        threading.Thread(target=self._keep, args=(self._stop,), name=f"slot-{self.name}", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def _keep(self, stop: threading.Event) -> None:
-        while not stop.wait(self.ttl / 3):
-            try:
-                if not self.renew():
-                    return
-            except Exception:
-                pass  # Redis blip: try again; the lease outlives two missed renewals
-
-
-def slot(name: str, **kwargs) -> Slot:
-    """`with limits.slot("generations"):` holds one slot (renewed in the background) or raises."""
-    return Slot(name, **kwargs)
 
 
 def _period(seconds: float) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 # A request is admitted only if EVERY window of EVERY tier it counts against has room;
 # it is then counted in all of them at once, and a rejected request counts in none.
 
-API_TIER = "api"  # every submitted job counts against it, whatever its task
+API_TIER = "api"  # every submitted job counts against it, whatever its task; a task's spec
+# (`@task(rate_tier=...)`, mistudio/queue/tasks.py) names the one other tier it counts against
 
 RATE_TIERS: dict[str, tuple[str, ...]] = {
     # The seed's "100/min, burst 10": 100 in any minute, and at most 10 of them in any one
@@ -25,32 +26,15 @@ RATE_TIERS: dict[str, tuple[str, ...]] = {
     "dataset_processing": ("5/hour",),
 }
 
-# The tier a task counts against besides the API tier. Tasks not listed (diagnostics.*,
-# extract_features) count against the API tier only. extract_features: it always follows a
-# training (itself limited to 5/h), its size is fixed by the profile, and the GPU lock already
-# runs it one at a time per device; charging it to training_starts would halve that budget.
-TASK_RATE_TIERS: dict[str, str] = {
-    "train_sae": "training_starts",
-    "download_model": "downloads",
-    "download_dataset": "downloads",
-    "process_dataset": "dataset_processing",
-}
-
 # --- concurrency limits: leases held while the work runs, per device ---------------------
 # These protect one machine's GPU, CPU, disk and network, so each device has its own slots.
+# A task's spec (`@task(slot=...)`) names the slot its jobs hold while they run.
 
 CONCURRENCY: dict[str, int] = {
     "trainings": 1,
     "downloads": 2,
     "generations": 1,
     "processing": 1,
-}
-
-TASK_SLOTS: dict[str, str] = {
-    "train_sae": "trainings",
-    "download_model": "downloads",
-    "download_dataset": "downloads",
-    "process_dataset": "processing",
 }
 
 # --- alert thresholds: (warning, critical); an alert fires when value >= threshold --------

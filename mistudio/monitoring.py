@@ -23,6 +23,8 @@ import logging
 import redis
 
 from mistudio import limits_config
+from mistudio.coord.heartbeat import healthy_workers
+from mistudio.events import SystemAlert, publish
 from mistudio.redis import keys
 from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.settings import Settings, get_settings
@@ -126,7 +128,6 @@ def evaluate(now: dict, before: dict | None = None, *, expected_blocked: int = 0
 def expected_blocked_clients(locks_client, workers: list[dict] | None = None) -> int:
     """Worker threads (each may sit in BRPOP) declared by the live workers' heartbeats
     (`workers`: healthy_workers() the caller already read)."""
-    from mistudio.coord.heartbeat import healthy_workers
 
     workers = healthy_workers(locks_client) if workers is None else workers
     return sum(int(w.get("workers") or 0) for w in workers)
@@ -157,8 +158,6 @@ class Monitor:
         self.client = get_client("locks", settings=self.settings)
 
     def tick(self) -> tuple[dict, list[dict]]:
-        from mistudio.events import publish
-
         metrics = redis_metrics(get_client("queue", settings=self.settings))
         before = _load(self.client, keys.metrics_last())
         alerts = evaluate(metrics, before, expected_blocked=expected_blocked_clients(self.client))
@@ -179,8 +178,9 @@ class Monitor:
         for alert in alerts:
             if previous.pop(alert["name"], {}).get("level") != alert["level"]:
                 logger.warning("alert [%s] %s", alert["level"], alert["message"])
-                publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert", alert, settings=self.settings)
+                publish(keys.SYSTEM_ALERTS_CHANNEL, SystemAlert(**alert), settings=self.settings)
         for gone in previous.values():
-            publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert",
-                    {**gone, "level": "resolved", "message": f"resolved: {gone['message']}"}, settings=self.settings)
+            publish(keys.SYSTEM_ALERTS_CHANNEL, SystemAlert(**{**gone, "level": "resolved",
+                                                               "message": f"resolved: {gone['message']}"}),
+                    settings=self.settings)
         return metrics, alerts

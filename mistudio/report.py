@@ -21,14 +21,25 @@ from pathlib import Path
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from mistudio.features import has_results, load_correlation_matrix, load_feature, load_feature_table, load_summary
+from mistudio.jobs import Job
+from mistudio.runs import RunFolder, existing
 from mistudio.views.display import FIGURE_CONFIG
-from mistudio.views.features import (FONT, _fmt, rows_table, correlation_heatmap, density_histogram, feature_card,
-                                     summary_html)
+from mistudio.views.features import (
+    FONT,
+    _fmt,
+    correlation_heatmap,
+    density_histogram,
+    feature_card,
+    rows_table,
+    summary_html,
+)
 from mistudio.views.training import training_curves
+
 
 def read_history(run_dir: Path) -> list[dict]:
     """metrics.jsonl as a list of dicts (a torn last line from a live run is skipped)."""
-    path = run_dir / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics
     out = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -65,7 +76,7 @@ def run_outcome(run_dir: Path, info: dict, history: list[dict], job_state: str |
     total = int((info.get("config") or {}).get("steps") or 0)
     step = int(history[-1].get("step", 0)) if history else 0
     of = f"step {step:,} of {total:,}" + (f" ({100 * step / total:.0f} %)" if total else "")
-    if (run_dir / "sae" / "cfg.json").is_file():
+    if RunFolder(run_dir).export_config.is_file():
         return {"finished": True, "step": step, "total": total, "text": f"finished: {step:,} steps"}
     why = _ENDED.get(job_state or "", "stopped before the end (cancelled or interrupted)")
     return {"finished": False, "step": step, "total": total, "state": job_state,
@@ -97,8 +108,6 @@ def _stopped_banner(outcome: dict) -> str:
 
 
 def _features_sections(run_dir: Path, summary: dict, n_features: int) -> list[str]:
-    from mistudio.features import load_feature, load_feature_table
-
     chosen, dense = pick_features(load_feature_table(run_dir), n_features, summary["dense_threshold"])
     threshold = f"{summary['dense_threshold']:.0%}"
     out = []
@@ -124,12 +133,9 @@ def _features_sections(run_dir: Path, summary: dict, n_features: int) -> list[st
 
 def build_report(run_dir: Path | str, n_features: int = 8, heatmap_size: int = 30, job_state: str | None = None) -> str:
     """The report page as a string (job_state: the training job's state, if known)."""
-    from mistudio.features import has_results, load_correlation_matrix, load_summary
-    from mistudio.training import read_run_file
-
     run_dir = Path(run_dir)
     training_id = run_dir.name
-    info = read_run_file(run_dir)
+    info = RunFolder(run_dir).read_info()
     history = read_history(run_dir)
     outcome = run_outcome(run_dir, info, history, job_state)
     sections = [f"<h1 style='font-size:22px'>miStudio · {html.escape(training_id)}</h1>"]
@@ -167,8 +173,6 @@ def build_report(run_dir: Path | str, n_features: int = 8, heatmap_size: int = 3
 def _job_state(training_id: str) -> str | None:
     """The training job's state from its record, if Redis has one (the report works without)."""
     try:
-        from mistudio.jobs import Job
-
         return Job(training_id).record()["state"]
     except Exception:  # no Redis, or the record has expired: the folder alone tells the story
         return None
@@ -176,13 +180,13 @@ def _job_state(training_id: str) -> str | None:
 
 def write_report(training_id: str, path: Path | str | None = None, *, n_features: int = 8) -> Path:
     """Write the report of a training run; returns its path (default runs/{training_id}/report.html)."""
-    from mistudio.feature_queries import run_dir as find_run
 
-    run_dir = find_run(training_id)
-    path = Path(path) if path is not None else run_dir / "report.html"
+    folder = existing(training_id)
+    run_dir = folder.path
+    path = Path(path) if path is not None else folder.report
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    finished = (run_dir / "sae" / "cfg.json").is_file()
+    finished = folder.export_config.is_file()
     state = None if finished else _job_state(training_id)
     tmp.write_text(build_report(run_dir, n_features=n_features, job_state=state), encoding="utf-8")
     tmp.replace(path)

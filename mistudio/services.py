@@ -36,7 +36,7 @@ class ServiceRecord:
 
 
 def record_path(settings: Settings, name: str) -> Path:
-    return settings.run_dir / f"{name}.json"
+    return settings.pid_dir / f"{name}.json"
 
 
 def log_path(settings: Settings, name: str) -> Path:
@@ -88,10 +88,10 @@ def read_record(settings: Settings, name: str) -> ServiceRecord | None:
 
 
 def list_records(settings: Settings, prefix: str = "") -> list[ServiceRecord]:
-    if not settings.run_dir.exists():
+    if not settings.pid_dir.exists():
         return []
     records = []
-    for path in sorted(settings.run_dir.glob(f"{prefix}*.json")):
+    for path in sorted(settings.pid_dir.glob(f"{prefix}*.json")):
         record = read_record(settings, path.stem)
         if record is not None:
             records.append(record)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mistudio.errors import InvalidInput
@@ -152,7 +152,6 @@ class Settings:
     memory_budget: int
     event_history: int
     cache_memory_share: float
-    extra: dict = field(default_factory=dict)
 
     def db(self, name: str) -> int:
         try:
@@ -166,7 +165,7 @@ class Settings:
         return self.home / "logs"
 
     @property
-    def run_dir(self) -> Path:  # PID and state files of the services `mistudio up` starts
+    def pid_dir(self) -> Path:  # PID and state files of the services `mistudio up` starts
         return self.home / "run"
 
     @property
@@ -174,19 +173,8 @@ class Settings:
         return self.home / "redis"
 
     @property
-    def runs_dir(self) -> Path:  # SAE training runs
+    def runs_dir(self) -> Path:  # SAE training runs, one folder each (mistudio/runs.py: its layout)
         return self.home / "runs"
-
-    def training_run_dir(self, training_id: str) -> Path:
-        """runs/{training_id}: the id must be a valid job id and the folder resolve inside runs_dir
-        (an id read from Redis is input: never let it name a folder elsewhere)."""
-        from mistudio.queue.ids import check_job_id
-
-        path = self.runs_dir / check_job_id(training_id, "training_id")
-        if path.resolve().parent != self.runs_dir.resolve():
-            raise InvalidInput("training_id", f"{path} resolves to {path.resolve()}, outside {self.runs_dir}",
-                               "use the id of a training run (a folder of its own under runs/)")
-        return path
 
     @property
     def data_dir(self) -> Path:  # tokenized datasets, activation caches

@@ -3,28 +3,31 @@
 No Redis in here (the `train_sae` job wraps it): progress goes to callbacks.
 
     config = prepare_config({"architecture": "topk"})   # checks everything, fills defaults
-    result = train(config, run_dir, progress=print)
+    result = prepare_and_train(config, run_dir, progress=print)
 
-The run folder (MISTUDIO_HOME/runs/{training_id}/) holds run.json (what was trained on:
-model, hook point, dataset, which contexts were held out for feature analysis), the
-trainer's checkpoints and metrics.jsonl, and sae/ (the SAELens-format export). A run
-interrupted at any point resumes from its latest checkpoint when started again.
+The run folder (its layout: mistudio/runs.py) gets run.json (what was trained on: model,
+hook point, dataset, which contexts were held out for feature analysis), the trainer's
+checkpoints and metrics, and the SAELens-format export. A run interrupted at any point
+resumes from its latest checkpoint when started again.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Callable
 
+from mistudio.data.corpora import check_corpus
 from mistudio.errors import InvalidInput
+from mistudio.models.folders import inspect_model
+from mistudio.models.hook_names import validate_hook_point_in
+from mistudio.runs import RunFolder, activation_cache
+from mistudio.sae.config import TrainingConfig, check_memory
 from mistudio.settings import get_settings
 from mistudio.validation import preview
 
 Progress = Callable[[dict], None]
-RUN_FILE = "run.json"
 HOLDOUT_FRACTION_MAX = 0.2  # never hold out more than this share of the corpus for feature analysis
 
 
@@ -32,6 +35,7 @@ def model_config(model: str | None):
     """(name, transformers config) without loading weights; InvalidInput for an unknown model."""
     from transformers import AutoConfig
 
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.models.loading import resolve_model_path
 
     name, path = resolve_model_path(model, download=False)
@@ -46,9 +50,6 @@ def prepare_config(params: dict, layer: int | None = None):
     field for anything wrong (before any job is queued, and again in the worker). Reads the
     model's config.json as plain JSON: no torch or transformers import, so it takes well under
     a second; sizes are checked against MISTUDIO_MEMORY_BUDGET."""
-    from mistudio.models.folders import inspect_model
-    from mistudio.models.hook_names import validate_hook_point_in
-    from mistudio.sae.config import TrainingConfig, check_memory
 
     params = dict(params)
     model = params.get("model")
@@ -70,8 +71,6 @@ def prepare_config(params: dict, layer: int | None = None):
     cfg = cfg.with_d_in(metadata["d_model"])
     check_memory(cfg, get_settings().memory_budget)
     if cfg.dataset not in (None, "stdlib"):
-        from mistudio.data.corpora import check_corpus
-
         check_corpus(cfg.dataset, "text", field="dataset")
     return cfg
 
@@ -84,35 +83,25 @@ def _holdout_split(n_contexts: int, context_length: int) -> int:
 
 
 def _subset(tokens, start: int, stop: int):
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.data.packing import PackedTokens
 
     return PackedTokens(tokens.input_ids[start:stop], tokens.attention_mask[start:stop],
                         tokens.activation_mask[start:stop])
 
 
-def write_run_file(run_dir: Path, info: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(run_dir / RUN_FILE)
-
-
-def read_run_file(run_dir: Path | str) -> dict:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise InvalidInput("training_id", f"no training run at {Path(run_dir)}", "train an SAE first (mistudio train)")
-    return json.loads(path.read_text())
-
-
-def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_checkpoint=None,
+def prepare_and_train(config, run_dir: Path | str, *, progress: Progress | None = None, on_checkpoint=None,
           should_stop: Callable[[], bool] | None = None, before_commit: Callable[[int], bool] | None = None,
           evaluate: bool = True) -> dict:
-    """Train (or resume) the run in run_dir; returns the final metrics and where the SAE is."""
+    """Prepare what the SAE trains on (load the model, tokenize the corpus, cache the training
+    contexts' activations), then train_and_export in run_dir (resuming a started run); returns the
+    final metrics and where the SAE is."""
+    # why: torch; validating a config (at submit) stays torch-free
     from mistudio.data.activations import ActivationStore, build_activation_cache
     from mistudio.data.processed import process_dataset
     from mistudio.models.loading import load_model
     from mistudio.sae.evaluation import CELossEvaluator, has_lm_head
-    from mistudio.sae.run import run_training
+    from mistudio.sae.run import train_and_export
 
     settings = get_settings()
     run_dir = Path(run_dir)
@@ -127,13 +116,13 @@ def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_c
     dataset = process_dataset(config.dataset, loaded, None, None, phase("tokenizing"))
     tokens = dataset.tokens
     split = _holdout_split(tokens.n_contexts, tokens.context_length)
-    write_run_file(run_dir, {
+    RunFolder(run_dir).write_info({
         "training_id": run_dir.name, "config": config.model_dump(mode="json"), "model": loaded.name,
         "hook_point": config.hook_point, "dataset_id": dataset.dataset_id, "dataset_path": str(dataset.path),
         "train_contexts": [0, split], "holdout_contexts": [split, tokens.n_contexts],
         "context_length": tokens.context_length, "created": started,
     })
-    cache_dir = settings.data_dir / "activations" / dataset.dataset_id / f"{config.hook_point}-float32-ctx0-{split}"
+    cache_dir = activation_cache(settings.data_dir, dataset.dataset_id, config.hook_point, (0, split))
     cache = build_activation_cache(loaded, config.hook_point, _subset(tokens, 0, split), cache_dir,
                                    progress=phase("caching activations"))
     store = ActivationStore.from_cache(cache, config.batch_size, seed=config.seed,
@@ -142,7 +131,9 @@ def train(config, run_dir: Path | str, *, progress: Progress | None = None, on_c
     if evaluate and has_lm_head(loaded.model) and split < tokens.n_contexts:
         held = _subset(tokens, split, min(tokens.n_contexts, split + 16))
         evaluator = CELossEvaluator(loaded, config.hook_point, held.input_ids, held.attention_mask)
-    metrics = run_training(config, run_dir, store, on_progress=report, on_checkpoint=on_checkpoint,
+    metrics = train_and_export(config, run_dir, store, on_progress=report, on_checkpoint=on_checkpoint,
                            should_stop=should_stop, before_commit=before_commit, evaluator=evaluator)
     metrics["duration_s"] = time.time() - started
     return metrics
+
+

@@ -53,7 +53,7 @@ def elector(node: str, log: str, ttl: str) -> None:
 
 
 def slot_holder(name: str, scope: str, ttl: str) -> None:
-    from mistudio.limits import Slot
+    from mistudio.coord.slots import Slot
 
     slot = Slot(name, scope=scope, ttl=float(ttl), holder=f"pid{os.getpid()}")
     assert slot.try_acquire()

@@ -13,6 +13,7 @@ from helpers import run_cli
 from mistudio import jobs
 from mistudio.cli.output import clean, table
 from mistudio.cli.summary import progress_text
+from mistudio.events import DatasetProgress, DownloadProgress, EventData, FeaturesProgress, TrainingProgress
 from mistudio.queue import records
 from mistudio.redis import keys
 
@@ -86,17 +87,22 @@ def test_train_refuses_a_config_file_that_is_not_an_object(redis_db, tmp_path):
 @pytest.mark.parametrize(
     "progress, state, text",
     [
-        ({"step": 500, "total_steps": 977, "phase": "training"}, "running", "51% 500/977"),
-        ({"step": 650, "total_steps": 977, "phase": "training"}, "succeeded", "100%"),
-        ({"phase": "caching activations", "step": 0, "total_steps": 977, "contexts_done": 30, "contexts_total": 120},
+        (TrainingProgress(step=500, total_steps=977, phase="training"), "running", "51% 500/977"),
+        (TrainingProgress(step=650, total_steps=977, phase="training"), "succeeded", "100%"),
+        (TrainingProgress(phase="caching activations", step=0, total_steps=977, phase_done=30, phase_total=120),
          "running", "caching activations 25%"),
-        ({"downloaded_bytes": 5, "total_bytes": 20, "files_done": 0, "files_total": 3}, "running", "25%"),
-        ({"elapsed": 1.0, "total": 4.0, "fraction": 0.25}, "running", "25%"),
+        (DownloadProgress(downloaded_bytes=5, total_bytes=20, files_done=0, files_total=3), "running", "25%"),
+        (FeaturesProgress(phase="extracting", done=1, total=4), "running", "extracting 25%"),
+        (DatasetProgress(stage="tokenize", tokens_done=10, tokens_total=40), "running", "25%"),
+        ({"elapsed": 1.0, "total": 4.0, "fraction": 0.25}, "running", "25%"),  # diagnostics.sleep's own snapshot
         (None, "queued", "-"),
         (None, "succeeded", "100%"),
     ],
 )
 def test_progress_reads_as_a_percentage(progress, state, text):
+    """The job record's snapshot is what tasks/reporting.py writes: an event's data and its type."""
+    if isinstance(progress, EventData):
+        progress = {**progress.to_data(), "event": progress.type, "attempt": 1, "time": 0.0}
     assert progress_text(progress, state) == text
 
 
@@ -109,10 +115,9 @@ def test_table_cells_are_one_line_and_short():
 
 def test_the_terminal_bar_reads_a_preparation_phases_own_progress():
     """training.progress events of a preparation phase carry phase_done/phase_total (tasks.training)."""
-    from mistudio.cli.progress import _phase_fraction
     from mistudio.tasks.training import ProgressEvents
 
     events = ProgressEvents(clock=iter([0.0, 2.0]).__next__)
     events({"phase": "caching activations", "tokens_done": 0, "tokens_total": 1000})
     event = events({"phase": "caching activations", "tokens_done": 250, "tokens_total": 1000})
-    assert _phase_fraction(event) == 0.25
+    assert event.position() == ("caching activations", 250, 1000, "tokens") and event.position().fraction == 0.25

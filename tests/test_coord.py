@@ -14,6 +14,7 @@ import pytest
 
 from helpers import wait_for
 from mistudio import events, jobs
+from mistudio.tasks import all_tasks
 from mistudio.coord import assignments, leader, locks
 from mistudio.coord.heartbeat import healthy_workers
 from mistudio.redis import keys
@@ -119,7 +120,7 @@ def test_two_gpu_consumers_on_one_device_take_turns_on_its_gpu(workers):
 def _guard(job_id: str = "diag_j1", worker_id: str = "dev:cpu:1", gpu: bool = False, task: str = "diagnostics.sleep"):
     from mistudio.coord.jobguard import JobGuard
 
-    return JobGuard(get_settings(), job_id=job_id, task=task, worker_id=worker_id, gpu=gpu)
+    return JobGuard(get_settings(), job_id=job_id, slot=all_tasks()[task].slot, worker_id=worker_id, gpu=gpu)
 
 
 def test_a_keeper_visit_before_the_guard_knows_the_status_or_after_release_writes_nothing(redis_db):

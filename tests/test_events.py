@@ -94,7 +94,7 @@ def _kill_and_start(state: dict, outage: float) -> dict:
 
 def _progress(channel: str, steps) -> None:
     for step in steps:
-        events.publish(channel, "training.progress", {"step": step, "total_steps": 100})
+        events.publish(channel, events.TrainingProgress(step=step, total_steps=100))
 
 
 def _forged(seq: int) -> str:
@@ -124,13 +124,13 @@ BAD_MESSAGES = {
 
 
 def test_message_shape_and_per_channel_seq(redis_db):
-    a1 = events.publish("training:tr_a", "training.progress", {"step": 1, "total_steps": 10, "loss": 0.5})
-    a2 = events.publish("training:tr_a", "training.progress", {"step": 2, "total_steps": 10, "loss": 0.25})
-    b1 = events.publish("features:tr_a", "features.progress", {"done": 1, "total": 4})
+    a1 = events.publish("training:tr_a", events.TrainingProgress(step=1, total_steps=10, metrics={"loss": 0.5}))
+    a2 = events.publish("training:tr_a", events.TrainingProgress(step=2, total_steps=10, metrics={"loss": 0.25}))
+    b1 = events.publish("features:tr_a", events.FeaturesProgress(done=1, total=4))
     assert (a1.seq, a2.seq, b1.seq) == (1, 2, 1)
     raw = json.loads(redis_db("pubsub").get(keys.event_latest("training:tr_a")))
     assert set(raw) == {"type", "data", "timestamp", "seq"}
-    assert raw["type"] == "training.progress" and raw["data"]["loss"] == 0.25 and raw["seq"] == 2
+    assert raw["type"] == "training.progress" and raw["data"]["metrics"]["loss"] == 0.25 and raw["seq"] == 2
     assert abs(raw["timestamp"] - time.time()) < 5
 
 
@@ -139,6 +139,92 @@ def test_unknown_types_and_missing_fields_are_refused(redis_db):
         events.publish("training:x", "training.exploded", {})
     with pytest.raises(InvalidInput, match="total_steps"):
         events.publish("training:x", "training.progress", {"step": 1})
+    with pytest.raises(TypeError, match="total_steps"):
+        events.TrainingProgress(step=1)
+
+
+# One full example per event type, built through its definition: a type added to events/types.py
+# without one here fails test_every_event_type_has_an_example.
+EXAMPLES = [
+    events.TrainingProgress(step=5, total_steps=10, progress=50.0, metrics={"loss": 0.5, "l0": 32.0},
+                            estimated_remaining_seconds=12.5),
+    events.TrainingProgress(step=0, total_steps=10, phase="caching activations", phase_done=250.0, phase_total=1000.0,
+                            phase_unit="tokens", phase_rate=50.0, phase_remaining_seconds=15.0),
+    events.TrainingCheckpoint(step=5, path="/runs/tr_x/checkpoints/step_5"),
+    events.TrainingCompleted(step=10, final_metrics={"explained_variance": 0.9}, sae_path="/runs/tr_x/sae", duration=3.5),
+    events.TrainingStopped(step=5, reason="cancelled"),
+    events.TrainingError(error="RuntimeError: boom"),
+    events.FeaturesProgress(done=3, total=8, phase="extracting", tokens=384),
+    events.FeaturesCompleted(training_id="tr_x", extraction_id="ex1", results_dir="/runs/tr_x/features", duration=2.0,
+                             total_features=64, avg_activation_frequency=0.01, dead_neurons=3, dense_features=0,
+                             n_tokens=4096, mean_l0=12.5),
+    events.FeaturesStopped(training_id="tr_x", reason="time_limit"),
+    events.FeaturesError(error="InvalidInput: no", training_id="tr_x"),
+    events.DownloadProgress(downloaded_bytes=5, total_bytes=20, files_done=0, files_total=3, repo_id="org/m"),
+    events.DownloadProgress(model_id="org/m", done=True, path="/models/org--m"),
+    events.DatasetProgress(stage="tokenize", tokens_done=100, tokens_total=400, documents=7),
+    events.DatasetProgress(dataset_id="ds1", done=True, stats={"total_tokens": 400}),
+    events.SystemStatus(leader="node1", term=2, queues={"gpu": {"queued": 0}}, workers=[{"worker_id": "w1"}],
+                        metrics={"memory_usage": 0.1}, alerts=[]),
+    events.SystemAlert(level="critical", message="memory at 95%", name="memory_usage", value=0.95, warning=0.7,
+                       critical=0.9),
+]
+
+
+def _channel_of(value: events.EventData) -> str:
+    kind = value.channels[0]
+    if kind == "system":
+        return keys.SYSTEM_ALERTS_CHANNEL if value.type == "system.alert" else keys.SYSTEM_STATUS_CHANNEL
+    return events.channel_for(kind, "rt1")
+
+
+def test_every_event_type_has_an_example():
+    assert {value.type for value in EXAMPLES} == set(events.EVENT_TYPES)
+    assert events.TERMINAL_TYPES == {"training.completed", "training.stopped", "training.error", "features.completed",
+                                     "features.stopped", "features.error"}
+    for name, definition in events.EVENT_TYPES.items():
+        assert definition.type == name and all(kind in events.CHANNELS or kind == "system"
+                                               for kind in definition.channels)
+
+
+@pytest.mark.parametrize("value", EXAMPLES, ids=lambda v: v.type)
+def test_every_event_type_round_trips_through_its_definition(redis_db, value):
+    """build -> publish (JSON through the publish script) -> history and a live subscriber -> the same typed value."""
+    channel = _channel_of(value)
+    sent = events.publish(channel, value)
+    with events.Subscription(channel) as sub:  # a late joiner: the backlog, then live
+        received = wait_for(lambda: sub.get(timeout=1), timeout=30, message="the event")
+    (stored,) = [e for e in events.history(channel) if e.seq == sent.seq]
+    raw = json.loads(redis_db("pubsub").get(keys.event_latest(channel)))
+    assert raw["type"] == value.type and raw["data"] == json.loads(json.dumps(value.to_data()))
+    for got in (sent, stored, received):
+        assert got.type == value.type and got.payload == value and got.terminal == value.terminal
+
+
+def test_a_field_not_in_a_definition_or_of_the_wrong_type_is_refused_at_build_time(redis_db):
+    with pytest.raises(TypeError, match="loss"):
+        events.TrainingProgress(step=1, total_steps=2, loss=0.5)
+    with pytest.raises(InvalidInput, match="training.progress has no field loss") as refused:
+        events.publish("training:x", "training.progress", {"step": 1, "total_steps": 2, "loss": 0.5})
+    assert refused.value.field == "data" and "metrics" in refused.value.fix
+    with pytest.raises(InvalidInput, match="step must be int") as refused:
+        events.TrainingProgress(step="1", total_steps=2)
+    assert refused.value.field == "data.step"
+    with pytest.raises(InvalidInput, match="no field status"):
+        events.Publisher("training:x").emit("training.error", {"error": "x", "status": "bad"})
+    with pytest.raises(InvalidInput, match="level"):
+        events.SystemAlert(level=None, message="x")
+    assert events.latest("training:x") is None  # nothing refused was published
+
+
+def test_a_reader_ignores_fields_it_does_not_define_but_skips_defined_ones_of_the_wrong_type():
+    from mistudio.events.types import Malformed, parse
+
+    newer = parse("training:x", json.dumps({"type": "training.checkpoint", "seq": 1,
+                                             "data": {"step": 3, "path": "/p", "added_later": 1}}))
+    assert newer.payload == events.TrainingCheckpoint(step=3, path="/p")
+    with pytest.raises(Malformed, match="step must be int"):
+        parse("training:x", json.dumps({"type": "training.checkpoint", "seq": 1, "data": {"step": "three"}}))
 
 
 def test_publish_to_receive_latency(redis_db):
@@ -148,7 +234,7 @@ def test_publish_to_receive_latency(redis_db):
         latencies = []
         for i in range(200):
             sent = time.perf_counter()
-            events.publish(channel, "training.progress", {"step": i, "total_steps": 200})
+            events.publish(channel, events.TrainingProgress(step=i, total_steps=200))
             event = sub.get(timeout=5)
             latencies.append(time.perf_counter() - sent)
             assert event.seq == i + 1
@@ -161,13 +247,13 @@ def test_publish_to_receive_latency(redis_db):
 def test_a_late_subscriber_gets_the_backlog_then_live_events_in_order(redis_db):
     channel = "training:tr_late"
     for i in range(1000):
-        events.publish(channel, "training.progress", {"step": i, "total_steps": 1100})
+        events.publish(channel, events.TrainingProgress(step=i, total_steps=1100))
     received = []
     with events.Subscription(channel) as sub:
 
         def more():
             for i in range(1000, 1100):
-                events.publish(channel, "training.progress", {"step": i, "total_steps": 1100})
+                events.publish(channel, events.TrainingProgress(step=i, total_steps=1100))
                 if i % 10 == 0:
                     time.sleep(0.005)
 
@@ -186,7 +272,7 @@ def test_a_late_subscriber_gets_the_backlog_then_live_events_in_order(redis_db):
 def test_resume_after_a_given_seq(redis_db):
     channel = "training:tr_resume"
     for i in range(10):
-        events.publish(channel, "training.progress", {"step": i, "total_steps": 10})
+        events.publish(channel, events.TrainingProgress(step=i, total_steps=10))
     with events.Subscription(channel, after_seq=7) as sub:
         assert [sub.get(timeout=2).seq for _ in range(3)] == [8, 9, 10]
 
@@ -197,7 +283,7 @@ def test_malformed_messages_are_skipped_and_counted(redis_db):
         sub.get(timeout=0.2)
         redis_db("pubsub").publish(channel, "not json at all")
         redis_db("pubsub").publish(channel, json.dumps({"type": "training.progress", "seq": "one"}))
-        events.publish(channel, "training.completed", {"final_loss": 0.1})
+        events.publish(channel, events.TrainingCompleted(final_metrics={"loss": 0.1}))
         event = sub.get(timeout=5)
         assert event.type == "training.completed" and event.terminal
         assert sub.malformed == 2
@@ -211,13 +297,13 @@ def test_a_redis_restart_mid_stream_loses_nothing(face, private_redis):
 
     channel = "training:tr_restart"
     for i in range(5):
-        events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
+        events.publish(channel, events.TrainingProgress(step=i, total_steps=20))
     sub = face(channel)
     assert [sub.get(timeout=5).seq for _ in range(5)] == [1, 2, 3, 4, 5]
     server.restart()  # SHUTDOWN SAVE; same port
     reset_pools()
     for i in range(5, 20):
-        events.publish(channel, "training.progress", {"step": i, "total_steps": 20})
+        events.publish(channel, events.TrainingProgress(step=i, total_steps=20))
     got = [sub.get(timeout=15) for _ in range(15)]
     assert None not in got, "stalled after the restart"
     assert [e.seq for e in got] == list(range(6, 21))
@@ -227,13 +313,13 @@ def test_a_redis_restart_mid_stream_loses_nothing(face, private_redis):
 
 def test_async_subscription(redis_db):
     channel = "features:tr_async"
-    events.publish(channel, "features.progress", {"done": 1, "total": 3})
+    events.publish(channel, events.FeaturesProgress(done=1, total=3))
 
     async def main():
         async with events.Subscription(channel) as sub:
             first = await sub.aget(timeout=5)
-            events.publish(channel, "features.progress", {"done": 2, "total": 3})
-            events.publish(channel, "features.completed", {"n_features": 3})
+            events.publish(channel, events.FeaturesProgress(done=2, total=3))
+            events.publish(channel, events.FeaturesCompleted(total_features=3))
             rest = [await sub.aget(timeout=5), await sub.aget(timeout=5)]
             return [first] + rest
 
@@ -246,9 +332,9 @@ def test_publisher_coalesces_progress_and_always_sends_the_end(redis_db):
     pub = events.Publisher(channel, min_interval=0.2)
     started = time.perf_counter()
     for step in range(5000):
-        pub.emit("training.progress", {"step": step, "total_steps": 5000})
-    pub.emit("training.checkpoint", {"step": 4999, "path": "/tmp/ckpt"})
-    pub.emit("training.completed", {"final_loss": 0.01})
+        pub.emit(events.TrainingProgress(step=step, total_steps=5000))
+    pub.emit(events.TrainingCheckpoint(step=4999, path="/tmp/ckpt"))
+    pub.emit(events.TrainingCompleted(final_metrics={"loss": 0.01}))
     emit_cost = (time.perf_counter() - started) / 5002
     assert pub.close(timeout=10)
     assert emit_cost < 1e-4  # emit never waits for Redis
@@ -264,10 +350,10 @@ def test_history_is_capped(redis_db, monkeypatch):
     monkeypatch.setenv("MISTUDIO_EVENT_HISTORY", "100")
     channel = "dataset:ds1:download"
     for i in range(1000):
-        events.publish(channel, "dataset.progress", {"i": i})
+        events.publish(channel, events.DatasetProgress(tokens_done=i, tokens_total=1000))
     length = redis_db("pubsub").xlen(keys.event_history(channel))
     assert 100 <= length < 400  # MAXLEN ~ trims in whole nodes
-    assert events.latest(channel).data == {"i": 999}
+    assert events.latest(channel).payload == events.DatasetProgress(tokens_done=999, tokens_total=1000)
 
 
 # --- restarts, bad messages, a Redis that lost data (both faces) ---------------------------
@@ -388,8 +474,8 @@ def test_the_train_wait_follower_does_not_crash_on_bad_messages(workers, redis_d
     for raw in BAD_MESSAGES.values():
         client.publish(channel, raw)
     for step in range(1, 11):
-        events.publish(channel, "training.progress", {"step": step, "total_steps": 10, "metrics": {"loss": 1 / step}})
-    events.publish(channel, "training.completed", {"final_loss": 0.1})
+        events.publish(channel, events.TrainingProgress(step=step, total_steps=10, metrics={"loss": 1 / step}))
+    events.publish(channel, events.TrainingCompleted(final_metrics={"loss": 0.1}))
     shown = []
     wait_for(lambda: shown.append(capsys.readouterr().err) or "10/10" in "".join(shown), timeout=30,
              message="the progress bar at 10/10")

@@ -32,14 +32,14 @@ TOP_K, WINDOW, RESERVOIR = 5, 3, 32
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A trained run (tiny GPT-2, TopK k=8, d_sae=256) and its feature analysis."""
-    from mistudio.training import prepare_config, train
+    from mistudio.training import prepare_and_train, prepare_config
 
     root = tmp_path_factory.mktemp("features")
     model_dir = save_tiny_gpt2(root / "gpt2")
     config = prepare_config({"model": str(model_dir), "steps": 30, "batch_size": 256, "expansion_factor": 4, "k": 8,
                              "checkpoint_every": 30, "log_every": 10, "eval_every": 0, "device": "cpu"}, layer=1)
     run_dir = root / "runs" / "tr_features"
-    train(config, run_dir, evaluate=False)
+    prepare_and_train(config, run_dir, evaluate=False)
     reports = []
     summary = extract_features(run_dir, top_k=TOP_K, context_window=WINDOW, reservoir_size=RESERVOIR,
                                matrix_size=20, progress=reports.append)
@@ -53,10 +53,10 @@ def brute(run):
     from mistudio.models.hooks import capture_activations
     from mistudio.models.loading import load_model
     from mistudio.sae.export import load_sae
-    from mistudio.training import read_run_file
+    from mistudio.runs import RunFolder
 
     run_dir, summary, _ = run
-    info = read_run_file(run_dir)
+    info = RunFolder(run_dir).read_info()
     start, stop = info["holdout_contexts"]
     tokens = ProcessedDataset.load(info["dataset_path"]).tokens
     model = load_model(info["model"], device="cpu")

@@ -22,11 +22,11 @@ TRAINING_ID = "tr_featurejob"
 @pytest.fixture(scope="module")
 def trained(mistudio_home):
     """A MiniLM run with an exported SAE (no feature analysis yet) under MISTUDIO_HOME/runs."""
-    from mistudio.training import prepare_config, train
+    from mistudio.training import prepare_and_train, prepare_config
 
     config = prepare_config({"steps": 20, "eval_every": 0, "checkpoint_every": 10, "log_every": 5, "device": "cpu"})
     run_dir = get_settings().runs_dir / TRAINING_ID
-    train(config, run_dir, evaluate=False)
+    prepare_and_train(config, run_dir, evaluate=False)
     return run_dir
 
 
@@ -217,12 +217,12 @@ def test_the_report_shows_the_most_frequent_non_dense_features_and_lists_the_den
 
 def test_the_report_of_a_cancelled_run_says_so_and_calls_nothing_final(redis_db, trained):
     from mistudio.report import build_report, write_report
-    from mistudio.training import prepare_config, train
+    from mistudio.training import prepare_and_train, prepare_config
 
     config = prepare_config({"steps": 40, "eval_every": 0, "checkpoint_every": 100, "log_every": 5, "device": "cpu"})
     run_dir = get_settings().runs_dir / "tr_stopped"
     polls = []
-    train(config, run_dir, evaluate=False, should_stop=lambda: polls.append(1) or len(polls) > 12)
+    prepare_and_train(config, run_dir, evaluate=False, should_stop=lambda: polls.append(1) or len(polls) > 12)
     assert not (run_dir / "sae").exists()
 
     page = build_report(run_dir)  # the folder alone: it stopped, and where

@@ -67,7 +67,7 @@ def test_passwords_and_generated_config_are_private(redis_server):
     settings = get_settings()
     password, admin = server.read_password(settings), server.read_admin_password(settings)
     assert password and admin and len(password) >= 32 and len(admin) >= 32 and password != admin
-    config = settings.run_dir / "redis.conf"
+    config = settings.pid_dir / "redis.conf"
     for path in (server.password_path(settings), server.admin_password_path(settings), config):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     running = server.read_state(settings)  # the server now running (a fault test may have restarted it)

@@ -319,7 +319,7 @@ def test_validating_a_training_imports_neither_torch_nor_transformers():
 
 
 def test_a_validated_config_validates_to_itself_in_the_worker(redis_db):
-    from mistudio.queue.tasks import get_task
+    from mistudio.tasks import get_task
     from mistudio.validation import check_params
 
     for task, params in [("train_sae", {"architecture": "jumprelu", "expansion_factor": 2}),

@@ -14,6 +14,7 @@ import pytest
 
 from helpers import wait_for
 from mistudio import jobs, limits, limits_config
+from mistudio.coord import slots
 from mistudio.redis import keys
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,14 +173,14 @@ def test_rate_limits_can_be_switched_off_for_benchmarks(redis_db, monkeypatch):
 
 
 def test_slots_admit_up_to_their_limit_and_a_lapsed_holder_cannot_renew(redis_db):
-    holders = [limits.Slot("downloads", scope="test", ttl=1) for _ in range(3)]
+    holders = [slots.Slot("downloads", scope="test", ttl=1) for _ in range(3)]
     assert [s.try_acquire() for s in holders] == [True, True, False]
     holders[0].release()
     assert holders[2].try_acquire()
     assert holders[1].renew()
     time.sleep(1.1)  # holders 1 and 2 lapse
     assert not holders[1].renew()
-    assert holders[0].try_acquire() and limits.Slot("downloads", scope="test").try_acquire()
+    assert holders[0].try_acquire() and slots.Slot("downloads", scope="test").try_acquire()
 
 
 def test_a_crashed_holders_slot_frees_itself_after_its_ttl(redis_db):
@@ -187,10 +188,10 @@ def test_a_crashed_holders_slot_frees_itself_after_its_ttl(redis_db):
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        mine = limits.Slot("trainings", scope="test", ttl=2)
+        mine = slots.Slot("trainings", scope="test", ttl=2)
         assert not mine.try_acquire()
-        with pytest.raises(limits.ResourceBusy):
-            with limits.slot("trainings", scope="test"):
+        with pytest.raises(slots.ResourceBusy):
+            with slots.slot("trainings", scope="test"):
                 pass
         holder.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -202,8 +203,8 @@ def test_a_crashed_holders_slot_frees_itself_after_its_ttl(redis_db):
 
 
 def test_a_slot_held_with_a_context_manager_is_renewed_while_the_work_runs(redis_db):
-    with limits.slot("generations", scope="test", ttl=1) as held:
+    with slots.slot("generations", scope="test", ttl=1) as held:
         time.sleep(1.6)  # longer than its lease: renewed in the background
         assert held.holders() == [held.token]
-        assert not limits.Slot("generations", scope="test").try_acquire()
-    assert limits.Slot("generations", scope="test").try_acquire()
+        assert not slots.Slot("generations", scope="test").try_acquire()
+    assert slots.Slot("generations", scope="test").try_acquire()

@@ -1,4 +1,4 @@
-"""SAELens-layout export, load_sae round trips, and run_training end to end."""
+"""SAELens-layout export, load_sae round trips, and train_and_export end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from mistudio.errors import InvalidInput
-from mistudio.sae import CommitRefused, SyntheticFeatures, Trainer, TrainingConfig, load_sae, run_training
+from mistudio.sae import CommitRefused, SyntheticFeatures, Trainer, TrainingConfig, load_sae, train_and_export
 
 ARCH_KW = {"topk": dict(k=4), "batchtopk": dict(k=4), "relu": dict(l1_coefficient=2.0), "jumprelu": dict(l0_coefficient=1.0)}
 SAELENS_NAME = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard", "jumprelu": "jumprelu"}
@@ -32,9 +32,9 @@ def raw_batch():
 
 
 @pytest.mark.parametrize("architecture", list(ARCH_KW))
-def test_run_training_exports_an_identical_model(tmp_path, architecture):
+def test_train_and_export_exports_an_identical_model(tmp_path, architecture):
     seen = []
-    metrics = run_training(config(architecture), tmp_path, data(), on_progress=seen.append)
+    metrics = train_and_export(config(architecture), tmp_path, data(), on_progress=seen.append)
     export = tmp_path / "sae"
     assert {p.name for p in export.iterdir()} == {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors"}
     cfg = json.loads((export / "cfg.json").read_text())
@@ -66,7 +66,7 @@ def test_run_training_exports_an_identical_model(tmp_path, architecture):
     assert metrics["step"] == 12 and metrics["export_dir"] == str(export)
 
 
-def test_run_training_resumes_and_is_idempotent(tmp_path):
+def test_train_and_export_resumes_and_is_idempotent(tmp_path):
     cfg = config()
     stop_at = {"step": 7}
     state = {}
@@ -74,31 +74,31 @@ def test_run_training_resumes_and_is_idempotent(tmp_path):
     def should_stop():
         return state.get("step", 0) >= stop_at["step"]
 
-    first = run_training(cfg, tmp_path, data(), on_progress=lambda m: state.update(step=m["step"]), should_stop=should_stop)
+    first = train_and_export(cfg, tmp_path, data(), on_progress=lambda m: state.update(step=m["step"]), should_stop=should_stop)
     assert first["stopped"] is True and not (tmp_path / "sae").exists()
     stop_at["step"] = 10**9
-    second = run_training(cfg, tmp_path, data())
+    second = train_and_export(cfg, tmp_path, data())
     assert second["step"] == 12 and (tmp_path / "sae" / "cfg.json").exists()
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4, 8, 12]  # history rewound to the checkpoint (step 5), no duplicates
     uninterrupted = tmp_path.parent / (tmp_path.name + "-full")
-    run_training(cfg, uninterrupted, data())
+    train_and_export(cfg, uninterrupted, data())
     for name, value in load_sae(tmp_path).state_dict().items():
         assert torch.equal(value, load_sae(uninterrupted).state_dict()[name]), name
-    again = run_training(cfg, tmp_path, data())  # a redelivered, finished job: re-export only
+    again = train_and_export(cfg, tmp_path, data())  # a redelivered, finished job: re-export only
     assert again["step"] == 12 and again["stopped"] is False
 
 
-def test_run_training_refuses_a_different_config_in_the_same_run_dir(tmp_path):
-    run_training(config(), tmp_path, data())
+def test_train_and_export_refuses_a_different_config_in_the_same_run_dir(tmp_path):
+    train_and_export(config(), tmp_path, data())
     with pytest.raises(InvalidInput) as info:
-        run_training(config(lr=1e-3), tmp_path, data())
+        train_and_export(config(lr=1e-3), tmp_path, data())
     assert info.value.field == "run_dir"
 
 
 def test_export_is_fenced(tmp_path):
     with pytest.raises(CommitRefused):
-        run_training(config(), tmp_path, data(), before_commit=lambda step: step < 12)
+        train_and_export(config(), tmp_path, data(), before_commit=lambda step: step < 12)
     assert not (tmp_path / "sae").exists()
 
 

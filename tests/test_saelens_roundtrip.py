@@ -10,7 +10,7 @@ import torch
 
 sae_lens = pytest.importorskip("sae_lens")
 
-from mistudio.sae import SyntheticFeatures, TrainingConfig, load_sae, run_training  # noqa: E402
+from mistudio.sae import SyntheticFeatures, TrainingConfig, load_sae, train_and_export  # noqa: E402
 
 ARCH_KW = {"topk": dict(k=5), "batchtopk": dict(k=5), "relu": dict(l1_coefficient=2.0), "jumprelu": dict(l0_coefficient=1.0)}
 
@@ -22,7 +22,7 @@ def test_saelens_loads_our_export(tmp_path, architecture):
         batch_size=64, steps=30, lr=3e-3, log_every=10, checkpoint_every=100, device="cpu", **ARCH_KW[architecture],
     )
     data = SyntheticFeatures(n_features=48, d=24, batch_size=64, seed=3)
-    run_training(cfg, tmp_path, data)
+    train_and_export(cfg, tmp_path, data)
     ours = load_sae(tmp_path / "sae")
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "sae"), device="cpu")
     assert theirs.cfg.d_in == 24 and theirs.cfg.d_sae == 96

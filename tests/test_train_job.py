@@ -82,3 +82,19 @@ def test_a_redelivered_training_resumes_from_its_checkpoint(workers):
              if e.type == "training.progress" and e.data.get("phase") == "training"]
     assert after, "the second attempt reported no training progress"
     assert min(e.data["step"] for e in after) > checkpoint.data["step"]  # resumed, not restarted
+
+
+def test_a_cancelled_training_ends_its_channel_with_training_stopped(workers):
+    """As a stopped extraction does: followers (monitor, `mistudio train --wait`) see the end."""
+    workers.start("gpu", lease=10)
+    job = jobs.submit("train_sae", {"steps": 100_000, "log_every": 5})
+    channel = keys.training_channel(job.id)
+    wait_for(lambda: any(isinstance(e.payload, events.TrainingProgress) and e.payload.phase == "training"
+                         for e in events.history(channel)), timeout=180, message="training steps")
+    assert job.cancel()
+    wait_for(lambda: job.status() == "cancelled", timeout=120, message="the job cancelled")
+    last = wait_for(lambda: events.latest(channel) if events.latest(channel).terminal else None, timeout=30,
+                    message="a terminal event")
+    assert last.type == "training.stopped" and last.payload.reason == "cancelled"
+    assert 0 < last.payload.step < 100_000
+    assert [e.type for e in events.history(channel)].count("training.stopped") == 1

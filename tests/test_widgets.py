@@ -22,11 +22,11 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _progress(job_id: str, step: int, total: int) -> None:
-    events.publish(keys.training_channel(job_id), "training.progress", {
-        "step": step, "total_steps": total, "estimated_remaining_seconds": (total - step) * 0.1,
-        "metrics": {"loss": 1.0 / (step + 1), "l0": 32.0, "dead_fraction": 0.5 / (step + 1),
-                    "explained_variance": 1 - 1.0 / (step + 1), "tokens_per_s": 1000.0},
-    })
+    events.publish(keys.training_channel(job_id), events.TrainingProgress(
+        step=step, total_steps=total, estimated_remaining_seconds=(total - step) * 0.1,
+        metrics={"loss": 1.0 / (step + 1), "l0": 32.0, "dead_fraction": 0.5 / (step + 1),
+                 "explained_variance": 1 - 1.0 / (step + 1), "tokens_per_s": 1000.0},
+    ))
 
 
 def _record_job(redis_db) -> jobs.Job:
@@ -46,8 +46,8 @@ def test_monitor_opened_mid_run_shows_the_whole_history_and_ends_static(redis_db
         for step in range(300, 400, 10):
             _progress(job.id, step, 400)
             await asyncio.sleep(0.01)
-        events.publish(keys.training_channel(job.id), "training.completed", {
-            "step": 400, "final_metrics": {"explained_variance": 0.9, "l0": 32.0}, "sae_path": "/runs/x/sae"})
+        events.publish(keys.training_channel(job.id), events.TrainingCompleted(
+            step=400, final_metrics={"explained_variance": 0.9, "l0": 32.0}, sae_path="/runs/x/sae"))
         await listener
 
     asyncio.run(run())
@@ -68,8 +68,8 @@ def test_monitor_decimates_long_curves(redis_db):
     job = _record_job(redis_db)
     monitor = TrainingMonitor(job, max_points=100)
     for step in range(5000):
-        monitor.apply(events.Event("c", "training.progress", {"step": step, "total_steps": 5000,
-                                                                "metrics": {"loss": float(step)}}, 0.0, step + 1))
+        monitor.apply(_event(events.TrainingProgress(step=step, total_steps=5000, metrics={"loss": float(step)}),
+                             step + 1))
     monitor.refresh()
     xs = list(monitor.trace("loss").x)
     assert len(xs) <= 101 and xs[0] == 0 and xs[-1] == 4999
@@ -111,7 +111,7 @@ def test_jobs_view_lists_jobs_and_its_buttons_act(redis_db):
 
 def test_system_view_shows_workers_queues_and_alerts(workers):
     workers.start("io")
-    events.publish(keys.SYSTEM_ALERTS_CHANNEL, "system.alert", {"level": "warning", "message": "memory at 71%"})
+    events.publish(keys.SYSTEM_ALERTS_CHANNEL, events.SystemAlert(level="warning", message="memory at 71%"))
     view = SystemView()
     view.refresh()
     text = view.html.value
@@ -216,9 +216,8 @@ def test_in_a_kernel_a_finished_run_leaves_one_plain_summary_and_figure_and_then
     assert answer.outputs[0]["data"]["text/plain"] == "2" and seconds < 5
     assert job.status() == "running"
 
-    events.publish(keys.training_channel(job.id), "training.completed", {
-        "step": 100, "final_metrics": {"explained_variance": 0.9, "l0": 32.0}, "sae_path": "/runs/x/sae",
-        "duration": 61.0})
+    events.publish(keys.training_channel(job.id), events.TrainingCompleted(
+        step=100, final_metrics={"explained_variance": 0.9, "l0": 32.0}, sae_path="/runs/x/sae", duration=61.0))
     job.result(timeout=60)
     first, _ = run("await monitor.wait()")
     again, _ = run("await monitor.wait()  # finished: returns at once, draws nothing new")
@@ -246,7 +245,7 @@ def test_in_a_kernel_a_monitor_shown_after_the_end_is_plain_from_the_start(kerne
     job = _record_job(redis_db)
     for step in range(0, 30, 10):
         _progress(job.id, step, 30)
-    events.publish(keys.training_channel(job.id), "training.completed", {"step": 30, "final_metrics": {}})
+    events.publish(keys.training_channel(job.id), events.TrainingCompleted(step=30))
     run(f"from mistudio.widgets import TrainingMonitor\nmonitor = TrainingMonitor({job.id!r}, refresh_hz=10)\n"
         "display(monitor)\nawait monitor.wait()")
     shown, _ = run("display(monitor)  # again, once it has ended")
@@ -281,24 +280,25 @@ def test_caching_shows_its_own_progress_and_rate_and_the_training_eta_ignores_pr
     clock = Clock()
     make = ProgressEvents(clock)
     loading = make({"phase": "loading model", "step": 0, "total_steps": 100})
-    assert loading["phase"] == "loading model" and loading["estimated_remaining_seconds"] is None
+    assert loading.phase == "loading model" and loading.estimated_remaining_seconds is None
     clock.now += 30
     caching = make({"phase": "caching activations", "step": 0, "total_steps": 100, "stage": "activations",
                     "tokens_done": 2000, "tokens_total": 10000, "tokens_per_s": 500.0})
-    assert (caching["phase_done"], caching["phase_total"], caching["phase_unit"]) == (2000, 10000, "tokens")
-    assert caching["phase_rate"] == 500.0 and caching["phase_remaining_seconds"] == pytest.approx(16.0)
-    assert caching["metrics"] == {} and caching["estimated_remaining_seconds"] is None
+    assert (caching.phase_done, caching.phase_total, caching.phase_unit) == (2000, 10000, "tokens")
+    assert caching.phase_rate == 500.0 and caching.phase_remaining_seconds == pytest.approx(16.0)
+    assert caching.metrics == {} and caching.estimated_remaining_seconds is None
     clock.now += 60  # a minute of caching and setup before the first training report
     first = make({"step": 10, "total_steps": 100, "loss": 2.0, "tokens_seen": 10 * 512, "tokens_per_s": 5120.0})
-    assert first["estimated_remaining_seconds"] == pytest.approx(90 * 512 / 5120.0)  # the trainer's own rate
+    assert first.estimated_remaining_seconds == pytest.approx(90 * 512 / 5120.0)  # the trainer's own rate
     clock.now += 20
     later = make({"step": 20, "total_steps": 100, "loss": 1.5, "tokens_seen": 20 * 512, "tokens_per_s": 500.0})
-    assert later["estimated_remaining_seconds"] == pytest.approx(80 * 2.0)  # 2 s a step since step 10
-    assert later["metrics"]["loss"] == 1.5 and later["progress"] == 20.0
+    assert later.estimated_remaining_seconds == pytest.approx(80 * 2.0)  # 2 s a step since step 10
+    assert later.metrics["loss"] == 1.5 and later.progress == 20.0
 
 
-def _event(data: dict, seq: int, kind: str = "training.progress"):
-    return events.Event("c", kind, data, 0.0, seq)
+def _event(value: events.EventData, seq: int) -> events.Event:
+    """The Event a subscriber gets for an event built through its definition."""
+    return events.Event("c", value.type, value.to_data(), 0.0, seq)
 
 
 def test_monitor_text_follows_the_phase_it_is_in(redis_db):
@@ -309,8 +309,9 @@ def test_monitor_text_follows_the_phase_it_is_in(redis_db):
     monitor.refresh()
     assert monitor.progress.value == pytest.approx(0.3)
     assert monitor.status_text() == "caching activations · 12,288 / 40,960 tokens (30 %) · 5,120 tokens/s · ETA 0m06s"
-    monitor.apply(_event({"step": 20, "total_steps": 977, "phase": "training", "estimated_remaining_seconds": 181,
-                          "metrics": {"loss": 3.0, "tokens_per_s": 36000.0}}, 2))
+    monitor.apply(_event(events.TrainingProgress(step=20, total_steps=977, phase="training",
+                                                 estimated_remaining_seconds=181,
+                                                 metrics={"loss": 3.0, "tokens_per_s": 36000.0}), 2))
     monitor.refresh()
     assert monitor.progress.value == pytest.approx(20 / 977)
     assert monitor.status_text() == "step 20/977 (2 %) · training · 36,000 tokens/s · ETA 3m01s"
@@ -322,7 +323,7 @@ def test_topk_curves_show_the_auxk_loss_instead_of_a_flat_l0_and_the_loss_has_a_
     assert "l0" not in topk.curve_keys and "aux_loss" in topk.curve_keys and "dense_fraction" in topk.curve_keys
     assert "l0" in relu.curve_keys and "aux_loss" not in relu.curve_keys
     for step, metrics in ((10, {"loss": 5.0, "l0": 32.0}), (20, {"loss": 4.0, "l0": 32.0, "aux_loss": 0.7})):
-        topk.apply(_event({"step": step, "total_steps": 30, "metrics": metrics}, step))
+        topk.apply(_event(events.TrainingProgress(step=step, total_steps=30, metrics=metrics), step))
     topk.refresh()
     assert list(topk.trace("aux_loss").y) == [0.0, 0.7]  # no dead latent at step 10: no AuxK term
     assert "AuxK" in topk.figure.layout.annotations[1].text
@@ -331,3 +332,31 @@ def test_topk_curves_show_the_auxk_loss_instead_of_a_flat_l0_and_the_loss_has_a_
     assert [b.args[0]["yaxis.type"] for b in switch.buttons] == ["log", "linear"]
     topk.figure.layout.yaxis.type = "linear"  # what the switch does in the browser
     assert topk.static_figure().layout.yaxis.type == "linear"
+
+
+def test_a_stopped_training_ends_the_monitor_as_its_last_event(redis_db):
+    job = _record_job(redis_db)
+    for step in range(0, 30, 10):
+        _progress(job.id, step, 400)
+    events.publish(keys.training_channel(job.id), events.TrainingStopped(step=20, reason="cancelled"))
+    monitor = TrainingMonitor(job, refresh_hz=10).follow(timeout=30)
+    assert monitor.done and monitor.state == "cancelled" and monitor.step == 20
+    assert monitor.error is None and "cancelled" in monitor.final_html()
+    assert monitor.progress.bar_style == "warning" and monitor.cancel_button.disabled
+
+
+def test_display_of_a_job_fits_its_kind_a_training_monitor_only_for_a_training(workers):
+    from mistudio.widgets.job_view import JobProgressView, view_for
+
+    assert isinstance(view_for(jobs.submit("train_sae", {"steps": 10})), TrainingMonitor)  # queued, no gpu worker
+    workers.start("cpu")
+    job = jobs.submit("diagnostics.sleep", {"seconds": 3.0, "tag": "view"})
+    view = view_for(job)
+    assert isinstance(view, JobProgressView)
+    wait_for(lambda: 0 < (job.progress() or {}).get("fraction", 0) < 1, timeout=60, message="the sleep under way")
+    view.refresh()
+    assert view.state == "running" and 0 < view.bar.value < 1
+    assert "diagnostics.sleep" in view.text.value and "running" in view.text.value
+    job.result(timeout=60)
+    view.refresh()
+    assert view.state == "succeeded" and view.bar.value == 1.0 and "100%" in view.text.value

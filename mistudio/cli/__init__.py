@@ -1,4 +1,5 @@
-"""The `mistudio` command. Each command group lives in its own module."""
+"""The `mistudio` command. Each command group lives in its own module, attached to `cli`
+(mistudio/cli/group.py) when the module is imported below."""
 
 from __future__ import annotations
 
@@ -7,23 +8,14 @@ import sys
 import click
 import redis
 
+from mistudio.cli import acl, cache, demo, features, jobs, services, submit, train  # noqa: F401  (commands)
+from mistudio.cli.group import cli
 from mistudio.errors import MistudioError
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mistudio")
-def cli():
-    """miStudio: train and study sparse autoencoders from JupyterLab."""
-
-
-def _register() -> None:
-    from mistudio.cli import demo, jobs, services, train  # noqa: F401  (commands attach themselves to `cli`)
-    from mistudio.cli import features  # noqa: F401  (features, report)
-    from mistudio.cli import acl, cache  # noqa: F401  (redis-acl; cache stats, cache clear)
+__all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.errors import InvalidInput
 from mistudio.redis import acl
 from mistudio.settings import get_settings

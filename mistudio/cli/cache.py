@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mistudio import cache
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json, table
 
 

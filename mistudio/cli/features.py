@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mistudio.cli import cli
+from mistudio import jobs
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json
+from mistudio.cli.progress import follow
+from mistudio.redis import keys
 
 
 @cli.command()
@@ -16,9 +19,6 @@ from mistudio.cli.output import emit_json
 @click.option("--wait", is_flag=True, help="Follow the extraction with a progress bar until it ends.")
 def features(training_id: str, n_tokens: int | None, top_k: int | None, as_json: bool, wait: bool):
     """Submit feature extraction for a trained run and print the job id."""
-    from mistudio import jobs
-    from mistudio.cli.progress import follow
-    from mistudio.redis import keys
 
     params = {"training_id": training_id, "n_tokens": n_tokens, "top_k": top_k}
     job = jobs.submit("extract_features", {k: v for k, v in params.items() if v is not None})
@@ -46,6 +46,6 @@ def features(training_id: str, n_tokens: int | None, top_k: int | None, as_json:
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Where to write it (default runs/ID/report.html).")
 def report(training_id: str, out: str | None):
     """Write a self-contained HTML report of a run (curves, dictionary, top features)."""
-    from mistudio.report import write_report
+    from mistudio.report import write_report  # why: plotly; only `mistudio report` needs it
 
     click.echo(str(write_report(training_id, out)))

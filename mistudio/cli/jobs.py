@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mistudio import jobs as jobs_api
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import age, emit_json, table
 from mistudio.cli.summary import job_summary, progress_text
 

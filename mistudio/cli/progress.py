@@ -1,4 +1,4 @@
-"""Following a job in the terminal: a tqdm bar fed by the job's events."""
+"""Following a job in the terminal: a tqdm bar fed by the job's events (their typed values)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ import time
 from tqdm import tqdm
 
 from mistudio import events
+from mistudio.events import FeaturesCompleted, TrainingCompleted, TrainingProgress
+from mistudio.events.types import THROTTLED
 from mistudio.queue.records import TERMINAL
 
 _SHOWN = ("loss", "explained_variance", "l0", "dead_fraction")
-
-
-def _phase_fraction(data: dict) -> float | None:
-    """How far a preparation phase (tokenizing, caching activations) is, if it says."""
-    for done, total in (("phase_done", "phase_total"), ("tokens_done", "tokens_total"), ("contexts_done", "contexts_total"),
-                        ("tokens", "max_tokens")):
-        if data.get(total):
-            return min(1.0, float(data.get(done) or 0) / float(data[total]))
-    return None
 
 
 def follow(job, channel: str, *, unit: str = "step", poll: float = 0.5) -> dict:
@@ -30,30 +23,31 @@ def follow(job, channel: str, *, unit: str = "step", poll: float = 0.5) -> dict:
         with events.Subscription(channel) as sub:
             while True:
                 event = sub.get(timeout=poll)
-                if event is not None and event.type.endswith(".progress"):
-                    data = event.data
-                    total = data.get("total_steps") or data.get("total")
-                    done = data.get("step", data.get("done"))
-                    now_phase = data.get("phase") or "running"
+                value = event.payload if event is not None else None
+                if value is not None and event.type in THROTTLED and value.position().total is not None:
+                    position = value.position()  # each progress type says its phase, done and total
+                    now_phase = position.phase or "running"
                     if now_phase != phase:  # a new phase: restart the clock so the rate is its own
                         phase = now_phase
-                        bar.reset(total=total)
+                        bar.reset(total=position.total)
                         bar.set_description(phase)
-                    if total and bar.total != total:
-                        bar.total = total
-                    if done is not None:
-                        bar.n = int(done)
-                    fraction = _phase_fraction(data) if phase not in ("training", "running") else None
-                    if fraction is not None:
-                        bar.set_postfix_str(f"{fraction:.0%}", refresh=False)
-                    else:
-                        metrics = data.get("metrics") or {}
-                        shown = {k: f"{metrics[k]:.4g}" for k in _SHOWN if isinstance(metrics.get(k), (int, float))}
+                    training = isinstance(value, TrainingProgress) and value.phase == "training"
+                    if training or not isinstance(value, TrainingProgress):
+                        if bar.total != position.total:
+                            bar.total = position.total
+                        bar.n = int(position.done or 0)
+                        shown = {k: f"{value.metrics[k]:.4g}" for k in _SHOWN
+                                 if isinstance(value.metrics.get(k), (int, float))} if training else {}
                         if shown:
                             bar.set_postfix(shown, refresh=False)
+                    else:  # a training's preparation phase: the bar counts steps, the postfix the phase
+                        if value.total_steps and bar.total != value.total_steps:
+                            bar.total = value.total_steps
+                        bar.n = value.step
+                        bar.set_postfix_str(f"{position.fraction:.0%}", refresh=False)
                     bar.refresh()
                 elif event is not None and event.terminal:
-                    if event.type.endswith(".completed") and bar.total:
+                    if isinstance(event.payload, (TrainingCompleted, FeaturesCompleted)) and bar.total:
                         bar.n = bar.total
                         bar.refresh()
                     return job.wait(timeout=30)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from mistudio import lifecycle
-from mistudio.cli import cli
+from mistudio.cli.group import cli
 from mistudio.cli.output import age, emit_json, megabytes, table
+from mistudio.queue.consumer import run_worker
 
 
 @cli.command()
@@ -75,6 +76,5 @@ def status(as_json: bool):
 @click.option("--workers", "-w", type=int, default=None, help="Worker threads (default: the queue's own).")
 def worker(queue: str, workers: int | None):
     """Run one queue's consumer in the foreground (SIGTERM/SIGINT give its job back to the queue)."""
-    from mistudio.queue.consumer import run_worker
 
     run_worker(queue, workers=workers)

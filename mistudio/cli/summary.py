@@ -5,39 +5,30 @@ from __future__ import annotations
 import time
 
 from mistudio.cli.output import clean, duration, when
+from mistudio.events import FeaturesProgress, TrainingProgress, progress_of
 
-_PAIRS = (  # (done, total) keys of the progress snapshots the tasks write
-    ("tokens_done", "tokens_total"), ("contexts_done", "contexts_total"), ("tokens", "max_tokens"),
-    ("downloaded_bytes", "total_bytes"), ("done", "total"), ("elapsed", "total"),
-)
 _PARAMS_SHOWN = 12  # params on the summary; --json has them all
 
 
-def _fraction(progress: dict) -> float | None:
-    phase = progress.get("phase")
-    if progress.get("total_steps") and phase in (None, "training"):
-        return float(progress.get("step") or 0) / float(progress["total_steps"])
-    for done, total in _PAIRS:
-        if done in progress and isinstance(progress.get(total), (int, float)) and progress[total] > 0:
-            return float(progress[done] or 0) / float(progress[total])
-    if isinstance(progress.get("fraction"), (int, float)):
-        return float(progress["fraction"])
-    return None
-
-
 def progress_text(progress: dict | None, state: str) -> str:
-    """'100%' once succeeded (the last snapshot is throttled, so it lags the end); else e.g. '51% 500/977'."""
+    """'100%' once succeeded (the last snapshot is throttled, so it lags the end); else e.g. '51% 500/977'.
+
+    Reads the snapshot through its progress event's definition (events.progress_of); a task that
+    writes its own snapshot (the diagnostics' sleep) may give a plain "fraction"."""
     if state == "succeeded":
         return "100%"
     if not progress:
         return "-"
-    fraction = _fraction(progress)
-    text = "-" if fraction is None else f"{min(1.0, max(0.0, fraction)):.0%}"
-    phase = progress.get("phase")
-    if progress.get("total_steps") and phase in (None, "training"):
-        text += f" {progress.get('step') or 0}/{progress['total_steps']}"
-    elif phase and phase not in ("training", "running"):
-        text = f"{phase} {text}"
+    value = progress_of(progress)
+    if value is None:
+        fraction = progress.get("fraction")
+        return f"{min(1.0, max(0.0, fraction)):.0%}" if isinstance(fraction, (int, float)) else "-"
+    position = value.position()
+    text = "-" if position.fraction is None else f"{position.fraction:.0%}"
+    if isinstance(value, TrainingProgress) and value.phase == "training":
+        return f"{text} {value.step}/{value.total_steps}" if value.total_steps else text
+    if isinstance(value, (TrainingProgress, FeaturesProgress)) and position.phase:
+        return f"{position.phase} {text}"
     return text
 
 

@@ -4,13 +4,22 @@ corpus, a TopK SAE on the residual stream after the middle layer)."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
+from typing import Callable, Literal
 
 import click
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
-from mistudio.cli import cli
+from mistudio import jobs
+from mistudio.cli.group import cli
 from mistudio.cli.output import emit_json
+from mistudio.cli.progress import follow
 from mistudio.errors import InvalidInput
+from mistudio.redis import keys
+from mistudio.sae import registry
+from mistudio.sae.config import TrainingConfig
 
 
 def _read_config(path: str | None) -> dict:
@@ -19,7 +28,7 @@ def _read_config(path: str | None) -> dict:
     text = Path(path).read_text()
     if path.endswith(".toml"):
         try:
-            import tomllib
+            import tomllib  # here: Python 3.10 has none, and only TOML configs need it
         except ImportError:  # Python 3.10
             raise InvalidInput("--config", "TOML needs Python 3.11+", "use a .json file") from None
         return tomllib.loads(text)
@@ -32,28 +41,92 @@ def _read_config(path: str | None) -> dict:
     return data
 
 
+def _field_help(name: str, info) -> Callable[[], str]:
+    """The option's help: the field's description, which architectures read it, its default.
+
+    Built when help is shown, not at import: an entry-point architecture's record is only
+    loaded (with its module) then.
+    """
+
+    def text() -> str:
+        if name == "architecture":
+            docs = "; ".join(f"{a.name}: {a.doc}" for a in registry.architectures())
+            return f"The SAE type; {docs}. [default: {info.default}]"
+        parts = [info.description] if info.description else []
+        users = [a for a in registry.architectures() if name in a.fields]
+        if users and len(users) < len(registry.names()):
+            parts.append(f"(for {', '.join(a.name for a in users)})")
+        defaults = {_shown(a.defaults[name]) for a in users if a.defaults.get(name) is not None}
+        if not defaults:
+            defaults = {_shown(info.default_factory if info.default_factory is not None else info.default)}
+        defaults -= {None}
+        if defaults:
+            parts.append(f"[default: {' / '.join(sorted(defaults))}]")
+        return " ".join(parts)
+
+    return text
+
+
+def _shown(default) -> str | None:
+    if callable(default):
+        return "the machine profile's"
+    if default is None or default is PydanticUndefined:
+        return None
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+class _FieldOption(click.Option):
+    """A click option whose help text is computed when help is shown."""
+
+    def __init__(self, *args, help_text: Callable[[], str], **kw):
+        super().__init__(*args, **kw)
+        self._help_text = help_text
+
+    def get_help_record(self, ctx):
+        self.help = self._help_text()
+        return super().get_help_record(ctx)
+
+
+def _click_type(name: str, annotation):
+    if name == "architecture":
+        return click.Choice(registry.names())
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(kind) is Literal:
+        return click.Choice([str(v) for v in typing.get_args(kind)])
+    return {int: click.INT, float: click.FLOAT, str: click.STRING, bool: bool}[kind]
+
+
+def config_options(model: type[BaseModel], aliases: dict[str, tuple[str, ...]]):
+    """One option per config field (--hook-point for hook_point), as sparsify's config is its CLI.
+
+    Every option defaults to None, i.e. "not given": the config's own default applies, and a
+    --config file's value is not overridden. Booleans are --name/--no-name.
+    """
+
+    def decorate(command):
+        for name, info in reversed(model.model_fields.items()):
+            flag = "--" + name.replace("_", "-")
+            kind = _click_type(name, info.annotation)
+            if kind is bool:
+                decls, extra = [f"{flag}/--no-{flag[2:]}", name], {"default": None}
+            else:
+                decls, extra = [flag, *aliases.get(name, ()), name], {"type": kind}
+            command = click.option(*decls, cls=_FieldOption, help_text=_field_help(name, info), **extra)(command)
+        return command
+
+    return decorate
+
+
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="A JSON (or TOML) file of training config fields; options below override it.")
-@click.option("--model", help="Hugging Face id or local folder (default: the bundled all-MiniLM-L6-v2).")
 @click.option("--layer", type=int, help="Train on the residual stream after this layer (default: the middle one).")
-@click.option("--hook-point", help="Any hook point instead, e.g. blocks.2.hook_mlp_out.")
-@click.option("--dataset", help="Corpus: a .txt/.jsonl/.parquet file or folder, or a hub dataset id (default: stdlib text).")
-@click.option("--architecture", type=click.Choice(["topk", "batchtopk", "relu", "jumprelu"]))
-@click.option("--k", type=int, help="Active latents per token (topk, batchtopk).")
-@click.option("--expansion-factor", type=int, help="d_sae = expansion_factor x d_in.")
-@click.option("--steps", type=int, help="Training steps.")
-@click.option("--tokens", "total_tokens", type=int, help="Training tokens (instead of --steps).")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--seed", type=int, help="Random seed.")
+@config_options(TrainingConfig, aliases={"total_tokens": ("--tokens",)})
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
 @click.option("--wait", is_flag=True, help="Follow the training with a progress bar until it ends.")
 def train(config_file, as_json, wait, **options):
     """Submit an SAE training job and print its id (the training id)."""
-    from mistudio import jobs
-    from mistudio.cli.progress import follow
-    from mistudio.redis import keys
-
     params = _read_config(config_file)
     params.update({k: v for k, v in options.items() if v is not None})
     job = jobs.submit("train_sae", params)

@@ -1,8 +1,8 @@
 """What a running job holds besides its queue lease, for the worker that runs it.
 
 - its assignment (`job:{id}:assignment`, `worker:{id}:jobs`);
-- its task's concurrency slot (limits_config.TASK_SLOTS: one training, two downloads...
-  per device), a lease that a dead worker's job gives up by itself;
+- its task's concurrency slot (coord/slots.py: one training, two downloads... per device;
+  which slot a task takes is the worker's to say), a lease that a dead worker's job gives up by itself;
 - on an isolated (GPU) queue, the device's GPU lock and its fencing token.
 
 The worker acquires the slot and the GPU before the job runs, waiting while they are busy
@@ -31,9 +31,8 @@ import threading
 import time
 import uuid
 
-from mistudio import limits_config
 from mistudio.coord import assignments, locks
-from mistudio.limits import Slot
+from mistudio.coord.slots import Slot
 from mistudio.redis.connection import get_client
 from mistudio.settings import Settings
 
@@ -44,11 +43,11 @@ RETRY_SECONDS = 1.0  # after a failed or refused assignment write, before the ke
 
 
 class JobGuard:
-    def __init__(self, settings: Settings, *, job_id: str, task: str, worker_id: str, gpu: bool):
+    def __init__(self, settings: Settings, *, job_id: str, slot: str | None, worker_id: str, gpu: bool):
+        """slot: the name of the concurrency limit the job takes one slot of (None: no limit)."""
         self.job_id, self.worker_id, self.device = job_id, worker_id, settings.device_id
         self.client = get_client("locks", settings=settings)
-        slot_name = limits_config.TASK_SLOTS.get(task)
-        self.slot = Slot(slot_name, holder=job_id, settings=settings) if slot_name else None
+        self.slot = Slot(slot, holder=job_id, settings=settings) if slot else None
         self.gpu = locks.GpuLock(self.device, holder=f"{worker_id}/{job_id}", settings=settings) if gpu else None
         self.holder = f"{worker_id}/{uuid.uuid4().hex[:12]}"  # this delivery's, in the assignment
         self.assigned_at = time.time()

@@ -1,9 +1,9 @@
 """Leader election: one node runs the cluster duties (reaper, status, alerts).
 
-`cluster:leader` holds "{term}|{node_id}" under a lease. Taking it is SET NX plus an
-INCR of `cluster:leader:term` in one Lua script, so each leadership has its own term
-and "at most one leader per term" holds by construction. Renewal is compare-and-extend
-in Lua: the seed's GET-then-EXPIRE can extend a key another node has just taken.
+`cluster:leader` holds "{term}|{node_id}" under an ExclusiveLease (coord/lease.py) numbered
+by `cluster:leader:term`, so each leadership has its own term and "at most one leader per
+term" holds by construction. Renewal is compare-and-extend in Lua: the seed's
+GET-then-EXPIRE can extend a key another node has just taken.
 
 A node also stops believing it leads before its lease can have run out in Redis: it
 counts the lease from the moment it SENT the request, and steps down at 90 % of it if
@@ -17,38 +17,36 @@ import threading
 import time
 from typing import Callable
 
+from mistudio.coord import lease
 from mistudio.redis import keys
-from mistudio.redis.scripts import script
 
 logger = logging.getLogger("mistudio.coord.leader")
 
 SAFETY = 0.9  # fraction of the lease a leader trusts itself for
 
 
+def leadership(client, node_id: str, ttl: float) -> lease.ExclusiveLease:
+    """The leader's lease: `cluster:leader` = "{term}|{node_id}", numbered by `cluster:leader:term`."""
+    return lease.ExclusiveLease(client, keys.cluster_leader(), keys.cluster_term(), token=node_id, ttl=ttl)
+
+
 def try_acquire(client, node_id: str, ttl: float) -> str | None:
     """Become leader if nobody is. Returns our value "{term}|{node_id}", or None."""
-    res = script(client, "lock_acquire")(keys=[keys.cluster_leader(), keys.cluster_term()], args=[node_id, int(ttl * 1000)])
-    return res[1] if int(res[0]) == 1 else None
+    return lease.take(client, keys.cluster_leader(), keys.cluster_term(), node_id, ttl)
 
 
 def renew(client, value: str, ttl: float) -> bool:
-    return int(script(client, "lock_renew")(keys=[keys.cluster_leader()], args=[value, int(ttl * 1000)])) == 1
+    return lease.extend(client, keys.cluster_leader(), value, ttl)
 
 
 def resign(client, value: str) -> bool:
-    return int(script(client, "lock_release")(keys=[keys.cluster_leader()], args=[value])) == 1
+    return lease.give_up(client, keys.cluster_leader(), value)
 
 
 def current(client) -> dict | None:
     """{node, term, ttl} of the current leader, or None."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.cluster_leader())
-    pipe.pttl(keys.cluster_leader())
-    value, pttl = pipe.execute()
-    if not value:
-        return None
-    term, _, node = value.partition("|")
-    return {"node": node, "term": int(term), "ttl": max(0, pttl) / 1000}
+    held = lease.current(client, keys.cluster_leader())
+    return None if held is None else {"node": held["owner"], "term": held["number"], "ttl": held["ttl"]}
 
 
 class Elector(threading.Thread):
@@ -59,16 +57,16 @@ class Elector(threading.Thread):
         super().__init__(name=f"elector-{node_id}", daemon=True)
         self.client, self.node_id, self.ttl = client, node_id, float(ttl)
         self.on_change = on_change
-        self.value: str | None = None
+        self.lease = leadership(client, node_id, self.ttl)
         self.valid_until = 0.0  # time.monotonic() after which we no longer trust our lease
         self.stopped = threading.Event()
 
     @property
     def term(self) -> int | None:
-        return int(self.value.partition("|")[0]) if self.value and self.is_leader() else None
+        return self.lease.number if self.is_leader() else None
 
     def is_leader(self) -> bool:
-        return self.value is not None and time.monotonic() < self.valid_until
+        return self.lease.held and time.monotonic() < self.valid_until
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -79,16 +77,12 @@ class Elector(threading.Thread):
         sent = time.monotonic()
         was = self.term
         try:
-            if self.value is not None and renew(self.client, self.value, self.ttl):
+            if self.lease.renew() or self.lease.try_acquire():
                 self.valid_until = sent + SAFETY * self.ttl
-            else:
-                self.value = try_acquire(self.client, self.node_id, self.ttl)
-                if self.value is not None:
-                    self.valid_until = sent + SAFETY * self.ttl
         except Exception as exc:  # Redis away: keep the lease we have until it runs out
             logger.warning("election: %s", exc)
         if not self.is_leader():
-            self.value = None
+            self.lease.held = False  # run out: campaign afresh next time
         if self.term != was:
             logger.info("%s: %s", self.node_id, f"leader (term {self.term})" if self.term else "no longer leader")
             if self.on_change is not None:
@@ -97,9 +91,7 @@ class Elector(threading.Thread):
     def stop(self) -> None:
         """Stop campaigning and hand leadership over at once (another node takes it on its next try)."""
         self.stopped.set()
-        if self.value is not None:
-            try:
-                resign(self.client, self.value)
-            except Exception:
-                pass
-            self.value = None
+        try:
+            self.lease.release()
+        except Exception:  # Redis away: the lease runs out by itself
+            pass

@@ -35,6 +35,7 @@ import torch
 from mistudio.data.packing import PackedTokens
 from mistudio.errors import InvalidInput
 from mistudio.models.hooks import capture_activations, validate_hook_point
+from mistudio.settings import get_settings
 from mistudio.tempdirs import remove_abandoned, temp_sibling
 
 CACHE_FORMAT = "mistudio.activation_cache"
@@ -145,8 +146,6 @@ def build_activation_cache(
     `model` is a LoadedModel or transformers model; `tokens` a ProcessedDataset or PackedTokens.
     An existing complete cache at `path` is returned as is unless `overwrite`.
     """
-    from mistudio.settings import get_settings
-
     path = Path(path)
     if (path / "cache.json").is_file() and not overwrite:
         cache = ActivationCache(path)
@@ -339,8 +338,6 @@ class ActivationStore:
         batch_contexts: int | None = None,
     ) -> ActivationStore:
         """Run the model as batches are needed (no cache). Fine for one run; cache for several."""
-        from mistudio.settings import get_settings
-
         net = _unwrap_model(model)
         validate_hook_point(net, hook_point)
         source = _ModelSource(

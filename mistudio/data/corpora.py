@@ -21,11 +21,13 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from mistudio.data.download import dataset_dir, is_complete, stream_hub_dataset
+from mistudio.data.formats import SUFFIXES
 from mistudio.errors import InvalidInput
+from mistudio.models.download import is_repo_id
 from mistudio.validation import exists, local_path, preview, shorten
 
 STDLIB_SOURCE = "stdlib"
-SUFFIXES = (".txt", ".jsonl", ".parquet")
 # Stdlib modules whose docstrings are not English prose (tests, demos, jokes) or already included.
 _SKIP_MODULES = {
     "test",
@@ -215,8 +217,6 @@ def local_files(path: Path) -> list[Path]:
 
 
 def _hub_documents(dataset_id: str, text_field: str, split: str, config: str | None) -> Iterator[str]:
-    from mistudio.data.download import dataset_dir, is_complete, stream_hub_dataset
-
     folder = dataset_dir(dataset_id, split, config)
     if is_complete(folder):
         for file in local_files(folder):
@@ -236,8 +236,6 @@ def iter_documents(
         if exists(path, "source"):
             docs = (doc for file in local_files(path) for doc in _file_documents(file, text_field))
         else:
-            from mistudio.models.download import is_repo_id
-
             if isinstance(source, Path) or not is_repo_id(str(source)):
                 raise InvalidInput(
                     "source",
@@ -265,8 +263,6 @@ def check_file(path: Path, text_field: str) -> None:
 
 def check_corpus(source: str | None, text_field: str, field: str = "source") -> None:
     """A local corpus must exist and hold text (every file checked); a hub id is checked when the job runs."""
-    from mistudio.models.download import is_repo_id
-
     if source in (None, "stdlib"):
         return
     if not isinstance(source, str):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mistudio import validation
-from mistudio.data.corpora import SUFFIXES
+from mistudio.data.formats import SUFFIXES
 from mistudio.errors import InvalidInput
 from mistudio.models.download import download_repo, is_complete, is_repo_id, repo_files, repo_slug
 from mistudio.settings import get_settings

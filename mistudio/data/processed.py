@@ -26,6 +26,7 @@ from mistudio.data.corpora import iter_documents, source_name
 from mistudio.data.packing import PackedTokens, check_context_length, framing_for, pack_documents
 from mistudio import validation
 from mistudio.errors import InvalidInput
+from mistudio.models.folders import resolve_model_path
 from mistudio.settings import get_settings
 from mistudio.validation import exists, local_path, preview
 
@@ -69,9 +70,7 @@ def datasets_dir() -> Path:
 def _tokenizer_and_limit(tokenizer_or_model: Any) -> tuple[Any, str, int | None]:
     """(tokenizer, model name, the model's maximum context) from a name, a LoadedModel or a tokenizer."""
     if tokenizer_or_model is None or isinstance(tokenizer_or_model, (str, Path)):
-        from transformers import AutoConfig, AutoTokenizer
-
-        from mistudio.models.folders import resolve_model_path
+        from transformers import AutoConfig, AutoTokenizer  # why: transformers takes seconds to import
 
         name, path = resolve_model_path(None if tokenizer_or_model is None else str(tokenizer_or_model))
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -1,4 +1,4 @@
-"""Live progress: typed events on the seed's pub/sub channels, with history.
+"""Live progress: typed events (one definition per type in types.py) on the seed's pub/sub channels, with history.
 
 Workers publish (`publish`, or a throttled `Publisher` that never blocks the caller);
 notebooks subscribe (`Subscription`: a sync iterator, or `async for` on the kernel's
@@ -11,9 +11,14 @@ Redis restarts (also ones that lost writes) and skips and counts bad messages.
 
 from mistudio.events.publish import Publisher, history, latest, publish
 from mistudio.events.subscribe import Subscription
-from mistudio.events.types import CHANNELS, EVENT_TYPES, TERMINAL_TYPES, Event, channel_for
+from mistudio.events.types import (CHANNELS, EVENT_TYPES, TERMINAL_TYPES, DatasetProgress, DownloadProgress, Event,
+                                   EventData, FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped,
+                                   Position, SystemAlert, SystemStatus, TrainingCheckpoint, TrainingCompleted,
+                                   TrainingError, TrainingProgress, TrainingStopped, channel_for, progress_of)
 
 __all__ = [
-    "CHANNELS", "EVENT_TYPES", "TERMINAL_TYPES", "Event", "Publisher", "Subscription", "channel_for", "history",
-    "latest", "publish",
+    "CHANNELS", "EVENT_TYPES", "TERMINAL_TYPES", "DatasetProgress", "DownloadProgress", "Event", "EventData",
+    "FeaturesCompleted", "FeaturesError", "FeaturesProgress", "FeaturesStopped", "Position", "Publisher",
+    "Subscription", "SystemAlert", "SystemStatus", "TrainingCheckpoint", "TrainingCompleted", "TrainingError",
+    "TrainingProgress", "TrainingStopped", "channel_for", "history", "latest", "progress_of", "publish",
 ]

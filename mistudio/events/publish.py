@@ -1,10 +1,15 @@
 """Publishing: `publish` (one event, one round trip) and `Publisher` (throttled, off-thread).
 
+Both take an event built through its definition (events/types.py), or a type name and data
+dict checked against it (a field not defined, or of the wrong type: InvalidInput).
+
 A Publisher never slows the training loop: `emit` only stores the event and returns;
-a background thread sends it. Progress-like events are coalesced to at most one per
-`min_interval` per type (the latest wins); completion, error and checkpoint events are
-always sent, in order, after any pending progress. If Redis is away the thread keeps
-retrying; nothing is lost but coalesced progress.
+a background thread sends it. Throttled (progress-like) types are coalesced to at most one
+per `min_interval` per type (the latest wins); every other event (checkpoint, completed,
+stopped, error) is sent, in the order emitted, none dropped; a terminal one only after the
+pending progress, so the end is the channel's last event. If Redis is away the thread keeps
+retrying: nothing is lost but coalesced progress, unless `close` gives up after its timeout
+with events still unsent (then they are counted in `dropped` and logged).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import deque
 
 import redis
 
-from mistudio.events.types import TERMINAL_TYPES, Event, Malformed, check, parse
+from mistudio.events.types import TERMINAL_TYPES, THROTTLED, Event, EventData, Malformed, check, parse
 from mistudio.redis import keys
 from mistudio.redis.connection import get_client, is_out_of_memory
 from mistudio.redis.scripts import script
@@ -26,17 +31,26 @@ from mistudio.settings import Settings, get_settings
 logger = logging.getLogger("mistudio.events")
 
 HISTORY_TTL = 7 * 86400  # seconds a channel's history lives after its last event
-THROTTLED = frozenset({"training.progress", "features.progress", "download.progress", "dataset.progress",
-                       "system.status"})
 
 
-def publish(channel: str, event_type: str, data: dict, *, settings: Settings | None = None) -> Event:
+def _typed(event: EventData | str, data: dict | None) -> tuple[str, dict]:
+    """(type, data) of a built event, or of a type name and its data (checked here)."""
+    if isinstance(event, EventData):
+        if data is not None:
+            raise TypeError("give a built event or a type name and data, not both")
+        return event.type, event.to_data()
+    check(event, data)
+    return event, data
+
+
+def publish(channel: str, event: EventData | str, data: dict | None = None, *,
+            settings: Settings | None = None) -> Event:
     """Number, store and publish one event now; returns it as subscribers will see it.
 
     When Redis is out of memory (noeviction refuses writes) the event cannot be stored or
     numbered; it is still PUBLISHed live, with seq 0 (ephemeral: not in the history), so
     that an alert about the full Redis still reaches whoever listens."""
-    check(event_type, data)
+    event_type, data = _typed(event, data)
     settings = settings or get_settings()
     client = get_client("pubsub", settings=settings)
     data_json = json.dumps(data, separators=(",", ":"), default=_jsonable)
@@ -93,18 +107,20 @@ class Publisher:
         self.settings = settings or get_settings()
         self._pending: dict[str, dict] = {}  # throttled type -> latest data
         self._last_sent: dict[str, float] = {}
-        self._ordered: deque[tuple[str, dict]] = deque(maxlen=10000)
+        # Unbounded: only non-throttled events queue here (a few per run), and none may be dropped.
+        self._ordered: deque[tuple[str, dict]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._busy = False
         self.sent = 0
         self.failures = 0
+        self.dropped = 0  # events still unsent when close() gave up
         self._thread = threading.Thread(target=self._run, name=f"publisher-{channel}", daemon=True)
         self._thread.start()
 
-    def emit(self, event_type: str, data: dict) -> None:
-        """Queue an event; returns at once. Progress types are coalesced, others always sent."""
-        check(event_type, data)
+    def emit(self, event: EventData | str, data: dict | None = None) -> None:
+        """Queue an event; returns at once. Throttled types are coalesced, others always sent."""
+        event_type, data = _typed(event, data)
         with self._cond:
             if event_type in THROTTLED:
                 wake = event_type not in self._pending  # else the sender is already due to look
@@ -136,7 +152,8 @@ class Publisher:
         return ok
 
     def _next(self) -> tuple[str, dict] | None:
-        """Under the lock: the next event due, pending progress before ordered events."""
+        """Under the lock: the next event due: throttled progress whose interval has passed (all of
+        it before a terminal event, which must come last), else the oldest ordered event."""
         now = time.monotonic()
         for event_type, data in list(self._pending.items()):
             due = self._last_sent.get(event_type, 0.0) + self.min_interval
@@ -170,7 +187,9 @@ class Publisher:
                     logger.warning("publishing on %s failed (%s); retrying", self.channel, exc)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    if self._closed:
+                    if self._closed:  # close() gave up waiting: this one, and what is left, go unsent
+                        self.dropped += 1
+                        logger.error("publisher on %s closed with Redis away: %s not sent", self.channel, item[0])
                         break
             with self._cond:
                 self._busy = False

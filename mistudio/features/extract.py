@@ -18,13 +18,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mistudio.data.processed import ProcessedDataset
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram, store
 from mistudio.features.correlations import PairCounter, correlation_matrix, top_correlated
 from mistudio.features.examples import DEFAULT_QUANTILES, Reservoir, TopContexts, distinct_examples
 from mistudio.features.logits import top_logits, unembedding
+from mistudio.features.stats import FeatureStats
 from mistudio.features.summary import dictionary_summary
 from mistudio.features.tokens import token_texts
+from mistudio.models.hooks import capture_activations
+from mistudio.models.loading import load_model
+from mistudio.runs import RunFolder
+from mistudio.sae.export import load_sae
 from mistudio.settings import get_settings
 
 DENSE_COPIES = 8  # float32-sized dense [tokens, d_sae] buffers alive at once (pre-acts, latents, int64 hashes...)
@@ -67,11 +73,6 @@ def extract_features(
 ) -> dict:
     """Analyse every feature of the run's SAE on (the first n_tokens of) its held-out tokens and
     write runs/{id}/features/. Returns the summary (or {"stopped": True} if asked to stop)."""
-    from mistudio.data.processed import ProcessedDataset
-    from mistudio.models.hooks import capture_activations
-    from mistudio.models.loading import load_model
-    from mistudio.sae.export import load_sae
-    from mistudio.training import read_run_file
 
     started = time.time()
     run_dir = Path(run_dir)
@@ -80,11 +81,12 @@ def extract_features(
         if not isinstance(value, int) or value < (0 if name == "context_window" else 1):
             raise InvalidInput(name, f"must be a {'non-negative' if name == 'context_window' else 'positive'} "
                                      f"integer, got {value!r}", f"pass e.g. {name}=10")
-    info = read_run_file(run_dir)
-    if not (run_dir / "sae" / "sae_weights.safetensors").is_file():
+    folder = RunFolder(run_dir)
+    info = folder.read_info()
+    if not folder.exported():
         raise InvalidInput("training_id", f"run {run_dir.name} has no exported SAE yet", "let the training finish first")
     loaded = load_model(info["model"], device=device)
-    sae = load_sae(run_dir / "sae", device=loaded.device)
+    sae = load_sae(folder.export, device=loaded.device)
     dataset = ProcessedDataset.load(info["dataset_path"])
     tokens = dataset.tokens
     start, stop = _holdout(info, tokens, n_tokens)
@@ -141,8 +143,6 @@ class _Accumulators:
     """The streaming state of one extraction, and how it becomes tables."""
 
     def __init__(self, d_sae: int, top_k: int, reservoir: int, window: int, device, memory_budget: int):
-        from mistudio.features.stats import FeatureStats
-
         self.d_sae, self.window = d_sae, window
         self.stats = FeatureStats(d_sae, device)
         self.top = TopContexts(top_k, d_sae, window, device)

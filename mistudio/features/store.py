@@ -31,14 +31,15 @@ import pyarrow.parquet as pq
 
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram
+from mistudio.runs import RunFolder
+from mistudio.sae.checkpoint import commit_dir
 
-RESULTS = "features"
 FORMAT, VERSION = "mistudio.features", 1
 FEATURE_COLUMNS = ("feature", "count", "density", "mean", "max")
 
 
 def results_dir(run_dir: Path | str) -> Path:
-    return Path(run_dir) / RESULTS
+    return RunFolder(run_dir).features
 
 
 def has_results(run_dir: Path | str) -> bool:
@@ -117,10 +118,9 @@ def examples_table(parts: list[dict]) -> pa.Table:
 def write_results(run_dir: Path | str, summary: dict, features: pa.Table, examples: pa.Table,
                   matrix: np.ndarray, vocab: dict[int, str], before_commit=None) -> Path:
     """Write everything into a temp folder, then (if before_commit() allows) rename it into place."""
-    from mistudio.sae.checkpoint import commit_dir
 
     final = results_dir(run_dir)
-    tmp = final.with_name(f".tmp-{RESULTS}-{uuid.uuid4().hex[:8]}")
+    tmp = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
         pq.write_table(features, tmp / "features.parquet", row_group_size=1024)

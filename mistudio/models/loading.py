@@ -27,6 +27,7 @@ from mistudio.models.folders import (  # noqa: F401  (BUNDLED_NAME, bundled_mode
     unknown_model,
 )
 from mistudio.models.metadata import config_has_lm_head, model_metadata, stored_dtype
+from mistudio.settings import get_settings
 
 _DTYPES = {
     "float32": torch.float32,
@@ -58,8 +59,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError):
         raise InvalidInput("device", f"{device!r} is not a device", "use 'cpu', 'cuda', 'cuda:0' or None") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from mistudio.settings import get_settings
-
         raise InvalidInput("device", f"CUDA is not available on device {get_settings().device_id!r} ({device!r} "
                                      "was asked for)", "use device='auto' (CUDA where there is one) or 'cpu'")
     return dev

@@ -1,6 +1,6 @@
 """One Huey app per queue kind (gpu, io, cpu), on the lease storage, with JSON messages.
 
-Every registered task is registered with every app: the routing table decides where a
+Every task (mistudio.tasks) is registered with every app: its spec's route decides where a
 job goes, and a job may be sent to another queue on purpose (e.g. a diagnostic).
 """
 
@@ -16,9 +16,10 @@ from mistudio.queue import context, endings
 from mistudio.queue.routes import queue_spec
 from mistudio.queue.serializer import JSONSerializer
 from mistudio.queue.storage import LeaseStorage
-from mistudio.queue.tasks import TaskSpec, all_tasks
+from mistudio.queue.tasks import TaskSpec
 from mistudio.redis.connection import connection_pool
 from mistudio.settings import Settings, get_settings
+from mistudio.tasks import all_tasks
 from mistudio.validation import check_params
 
 logger = logging.getLogger("mistudio.queue")

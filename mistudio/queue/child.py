@@ -27,6 +27,10 @@ import sys
 import threading
 import time
 
+from mistudio.queue import context
+from mistudio.queue.apps import huey_app
+from mistudio.redis.connection import get_client
+
 PARENT_ENV = "MISTUDIO_PARENT_PID"
 LEASE_LOST_EXIT = 75  # EX_TEMPFAIL
 _PR_SET_PDEATHSIG = 1
@@ -89,10 +93,6 @@ def _read_commands(ctx) -> None:
 def main() -> int:
     _die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child[%(process)d] %(levelname)s %(name)s: %(message)s")
-    from mistudio.queue import context
-    from mistudio.queue.apps import huey_app
-    from mistudio.redis.connection import get_client
-
     start = json.loads(sys.stdin.readline())["start"]
     app = huey_app(start["queue"])
     task = app.deserialize_task(start["message"].encode())

@@ -18,10 +18,10 @@ import time
 from huey.consumer import Consumer
 
 from mistudio.coord import resources
-from mistudio.coord.duties import LeaderDuties
 from mistudio.coord.heartbeat import HeartbeatThread
 from mistudio.coord.leader import Elector
 from mistudio.queue.apps import huey_app
+from mistudio.queue.duties import LeaderDuties
 from mistudio.queue.routes import queue_spec
 from mistudio.queue.worker import LeasedWorker, Runtime
 from mistudio.redis.connection import check_connection, get_client

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from mistudio.coord import locks
 from mistudio.queue import records
+from mistudio.redis.connection import get_client
 
 logger = logging.getLogger("mistudio.queue")
 
@@ -52,7 +54,6 @@ class JobContext:
     _stop: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
     _progress_paused_until: float = 0.0
-    _listeners: list = field(default_factory=list)
 
     # --- stopping ------------------------------------------------------------------
 
@@ -87,16 +88,12 @@ class JobContext:
         Both fences must hold: the queue lease, and (on a GPU queue) the device's GPU lock
         token this process was started with (coord.locks.job_fence). A fence found lost
         stops the job as "lease_lost": another delivery will run it."""
-        from mistudio.coord import locks
-
         if not self.lease_valid():
             logger.warning("job %s: lease %s lost, refusing to commit", self.job_id, self.lease_id)
             self.stop("lease_lost")
             return False
         fence = locks.job_fence()
         if fence is not None:
-            from mistudio.redis.connection import get_client
-
             client = get_client("locks")
             if not self._confirm("the GPU lock", lambda: locks.check_fence(client, *fence)):
                 logger.warning("job %s: the GPU lock has a newer holder, refusing to commit", self.job_id)
@@ -130,15 +127,9 @@ class JobContext:
 
     # --- progress ------------------------------------------------------------------
 
-    def add_listener(self, fn) -> None:
-        """fn(data, final) is called with each progress report (events hook in here)."""
-        self._listeners.append(fn)
-
     def progress(self, data: dict, *, force: bool = False) -> None:
         """Record a progress snapshot (throttled to progress_interval unless force)."""
         now = time.monotonic()
-        for fn in self._listeners:
-            fn(data, force)
         if not force and now - self._last_progress < self.progress_interval:
             return
         if now < self._progress_paused_until:

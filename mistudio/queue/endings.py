@@ -9,6 +9,7 @@ import logging
 import time
 
 from mistudio.queue import records
+from mistudio.tasks import all_tasks
 
 logger = logging.getLogger("mistudio.queue")
 
@@ -31,8 +32,6 @@ def finish(results, job_id: str, state: str, *, task: str | None = None, params:
 
 
 def run_failure_hook(task: str | None, job_id: str, params: dict, error: str) -> None:
-    from mistudio.queue.tasks import all_tasks
-
     spec = all_tasks().get(task or "")
     if spec is None or spec.on_failure is None:
         return

@@ -12,17 +12,16 @@ import logging
 
 from mistudio.queue import endings, records
 from mistudio.queue.ids import is_valid_job_id
+from mistudio.queue.apps import huey_app
 from mistudio.queue.routes import QUEUES
 from mistudio.queue.storage import Reaped
+from mistudio.redis.connection import get_client
 from mistudio.settings import Settings, get_settings
 
 logger = logging.getLogger("mistudio.queue.reaper")
 
 
 def reap_once(settings: Settings | None = None) -> list[Reaped]:
-    from mistudio.queue.apps import huey_app
-    from mistudio.redis.connection import get_client
-
     settings = settings or get_settings()
     results = get_client("results", settings=settings)
     reaped: list[Reaped] = []

@@ -6,13 +6,38 @@ loses the task. This storage claims a message into an in-flight hash under a lea
 worker renews the lease while the task runs and acknowledges it after; a reaper
 requeues expired leases and dead-letters a job after max_attempts deliveries.
 
-A message's states and transitions (each arrow is one Lua script, so atomic):
+The picture: every key of a queue Q (as mistudio/redis/keys.py names it; all in the queue DB),
+then each state of a message and the script (mistudio/redis/lua/) that moves it: one script per
+arrow, so each transition is atomic.
 
-    (submit) ──enqueue──► PENDING ──claim──► IN FLIGHT ──ack──► (gone)
-                           ▲   ▲                 │
-                           │   └─release, reap───┤ (attempts < max)
-                           │                     │
-                           └──requeue_dead─── DEAD ◄──reap (attempts >= max), bury
+    key                   type    holds                                               state
+    queue_pending(Q)      ZSET    message -> -priority * 2^32 + seq                   PENDING
+    queue_seq()           STRING  the seq counter: FIFO within a priority (all queues)
+    queue_notify(Q)       LIST    wake-up tokens a claim blocks on (BRPOP), <= 64
+    queue_inflight(Q)     HASH    lease_id -> message                                 IN FLIGHT
+    queue_leases(Q)       ZSET    lease_id -> deadline (Redis TIME seconds)           IN FLIGHT
+    queue_lease_info(Q)   HASH    lease_id -> JSON {job_id, counter, worker, score, claimed}
+    queue_attempts(Q)     HASH    counter (job id, or '#' + sha1 of the message) -> deliveries
+    queue_dead(Q)         HASH    dead key (job id, else unique per message) -> message   DEAD
+    queue_dead_info(Q)    HASH    dead key -> JSON {reason, job_id, at}               DEAD
+    queue_schedule(Q)     ZSET    Huey's schedule (ETA tasks): only counted, miStudio schedules nothing
+
+                                         ┌─renew─┐  (a new deadline)
+                                         ▼       │
+    (submit) ─enqueue─► PENDING ─claim─► IN FLIGHT ─ack─► (gone)
+                         ▲   ▲               │
+                         │   └─release, reap─┤ (attempts < max)
+                         │                   │
+                         └──requeue_dead── DEAD ◄─reap (attempts >= max), bury
+
+    enqueue       queue_enqueue.lua       ZADD pending (score from INCR seq), wake a claimer
+    claim         queue_claim.lua         ZPOPMIN pending; inflight, leases (deadline), lease_info; attempts + 1
+    renew         queue_renew.lua         leases: a new deadline, only if the lease is held and not past it
+    ack           queue_ack.lua           drop inflight, leases, lease_info and the attempts count: the job ended
+    release       queue_release.lua       inflight -> pending at its old score, wake a claimer (worker stopping)
+    reap          queue_reap.lua          expired leases: -> pending (attempts < max), else -> dead + dead_info
+    bury          queue_bury.lua          inflight -> dead + dead_info with the reason; attempts dropped
+    requeue_dead  queue_requeue_dead.lua  dead -> pending (a fresh seq), attempts and dead_info dropped
 
 - claim: attempt + 1, a lease with a deadline (Redis TIME);
 - ack: the job ended, in any final state;
@@ -93,7 +118,9 @@ class LeaseStorage(RedisStorage):
         self.k_dead = keys.queue_dead(q)
         self.k_dead_info = keys.queue_dead_info(q)
         self.k_notify = keys.queue_notify(q)
-        assert self.k_pending == self.queue_key  # Huey's own layout: huey tools still see the queue
+        self.k_schedule = keys.queue_schedule(q)
+        # Huey's own layout: huey tools still see the queue (and its schedule)
+        assert (self.k_pending, self.k_schedule) == (self.queue_key, self.schedule_key)
         self._enqueue = script(self.conn, "queue_enqueue")
         self._claim = script(self.conn, "queue_claim")
         self._renew = script(self.conn, "queue_renew")
@@ -199,7 +226,7 @@ class LeaseStorage(RedisStorage):
     def counts(self) -> dict[str, int]:
         pipe = self.conn.pipeline(transaction=False)
         pipe.zcard(self.k_pending)
-        pipe.zcard(self.schedule_key)
+        pipe.zcard(self.k_schedule)
         pipe.zcard(self.k_leases)
         pipe.hlen(self.k_dead)
         queued, scheduled, inflight, dead = pipe.execute()
@@ -220,12 +247,6 @@ class LeaseStorage(RedisStorage):
             out[key.decode() if isinstance(key, bytes) else key] = {"message": message, "reason": info.get("reason"),
                                                                      "job_id": info.get("job_id"), "at": info.get("at")}
         return out
-
-    def inflight_leases(self) -> dict[str, dict]:
-        return {
-            (k.decode() if isinstance(k, bytes) else k): json.loads(v)
-            for k, v in self.conn.hgetall(self.k_info).items()
-        }
 
 
 def _message_id(message: bytes) -> str:

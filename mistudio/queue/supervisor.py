@@ -6,6 +6,7 @@ import sys
 
 from mistudio import services
 from mistudio.coord.heartbeat import healthy_workers
+from mistudio.queue.apps import huey_app
 from mistudio.queue.routes import QUEUES
 from mistudio.redis.connection import get_client
 from mistudio.settings import Settings, get_settings
@@ -45,8 +46,6 @@ def stop_workers(settings: Settings | None = None, timeout: float = 20.0) -> lis
 
 def queue_status(settings: Settings | None = None) -> dict:
     """Queue depths (queued, scheduled, in flight, dead) per queue, local worker PIDs, live workers."""
-    from mistudio.queue.apps import huey_app
-
     settings = settings or get_settings()
     queues = {}
     for queue, spec in QUEUES.items():

@@ -32,6 +32,7 @@ from mistudio.coord.jobguard import JobGuard
 from mistudio.queue import child, context, endings, records
 from mistudio.queue.ids import JOB_ID_FIX, is_valid_job_id
 from mistudio.queue.storage import Lease, LeaseStorage
+from mistudio.tasks import all_tasks
 
 logger = logging.getLogger("mistudio.queue.worker")
 
@@ -116,8 +117,8 @@ class Execution:
             job_id=lease.job_id, task=task.name, queue=rt.queue.name, attempt=lease.attempt, lease_id=lease.id,
             worker_id=rt.worker_id, storage=rt.storage, results=rt.results,
         )
-        self.guard = JobGuard(rt.settings, job_id=lease.job_id, task=task.name, worker_id=rt.worker_id,
-                              gpu=rt.queue.isolate)
+        self.guard = JobGuard(rt.settings, job_id=lease.job_id, slot=all_tasks()[task.name].slot,
+                              worker_id=rt.worker_id, gpu=rt.queue.isolate)
         now = time.monotonic()
         self.started, self.last_renewed = now, now
         self.next_renew = now + rt.storage.lease_seconds / 3

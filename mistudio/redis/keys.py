@@ -17,7 +17,8 @@ def queue_pending(queue: str) -> str:
 
 
 def queue_schedule(queue: str) -> str:
-    """Sorted set of messages waiting for their ETA (Huey's schedule)."""
+    """Sorted set of messages waiting for their ETA (Huey's schedule). miStudio schedules nothing;
+    the storage counts it (`counts()["scheduled"]`) so a task given an ETA would not go unseen."""
     return f"huey.schedule.{queue}"
 
 

@@ -233,7 +233,7 @@ def _write_config(settings: Settings, host: str, port: int, password: str, admin
         # The ACL users (mistudio.redis.acl), passwords as SHA-256 only.
         *acl.config_lines(password, admin_password, version),
     ]
-    path = settings.run_dir / "redis.conf"
+    path = settings.pid_dir / "redis.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

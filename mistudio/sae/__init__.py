@@ -1,6 +1,6 @@
 """Sparse autoencoders: architectures, trainer, checkpoints, SAELens export. No Redis in here.
 
-    from mistudio.sae import TrainingConfig, Trainer, run_training, load_sae
+    from mistudio.sae import TrainingConfig, Trainer, train_and_export, load_sae
 
 Names are imported lazily: validating a TrainingConfig (before a job is queued) never imports torch.
 """
@@ -31,7 +31,7 @@ _EXPORTS = {
     "list_checkpoints": "checkpoint",
     "load_sae": "export",
     "mmcs": "synthetic",
-    "run_training": "run",
+    "train_and_export": "run",
 }
 
 __all__ = sorted(_EXPORTS)

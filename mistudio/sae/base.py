@@ -28,9 +28,8 @@ class TrainOutput:
 class SparseAutoencoder(nn.Module):
     """Base class. Subclasses define `encode` and `training_forward`."""
 
-    architecture: ClassVar[str]  # our registry name
-    saelens_architecture: ClassVar[str]  # the name SAELens' loader expects
-    uses_sparsity_coefficient: ClassVar[bool] = False  # relu (L1) and jumprelu (L0) do
+    architecture: ClassVar[str]  # its name in mistudio.sae.registry (where its other torch-free facts are)
+    uses_dead_mask: ClassVar[bool] = False  # training_forward wants the trainer's dead-latent mask (AuxK)
 
     def __init__(self, d_in: int, d_sae: int, *, dtype: torch.dtype = torch.float32, device=None, generator=None):
         super().__init__()
@@ -78,6 +77,24 @@ class SparseAutoencoder(nn.Module):
     def hparams(self) -> dict:
         """Architecture hyperparameters needed to rebuild the module (go into cfg.json)."""
         return {}
+
+    # --- SAELens export / import (mistudio.sae.export writes and reads the files) ------
+    def saelens_cfg(self) -> dict:
+        """Architecture fields of the exported cfg.json beyond d_in, d_sae and dtype."""
+        return {}
+
+    def saelens_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors of sae_weights.safetensors, by SAELens' names."""
+        state = self.state_dict()
+        return {name: state[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+    @classmethod
+    def hparams_from_saelens(cls, cfg: dict) -> dict:
+        """Constructor arguments an export's cfg.json holds (for exports without our metadata)."""
+        return {}
+
+    def load_saelens_state_dict(self, weights: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(weights)
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -18,7 +18,6 @@ from mistudio.sae.topk import TopKSAE
 
 class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
-    saelens_architecture = "jumprelu"
 
     def __init__(self, d_in: int, d_sae: int, *, k: int, threshold_lr: float = 0.01, **kw):
         super().__init__(d_in, d_sae, k=k, **kw)
@@ -29,6 +28,22 @@ class BatchTopKSAE(TopKSAE):
 
     def hparams(self) -> dict:
         return {**super().hparams(), "threshold_lr": self.threshold_lr}
+
+    # Exported as SAELens' JumpReLU: the global threshold on every latent, no k in cfg.json.
+    def saelens_cfg(self) -> dict:
+        return {}
+
+    def saelens_state_dict(self) -> dict[str, torch.Tensor]:
+        return {**super().saelens_state_dict(), "threshold": torch.full_like(self.b_enc, float(self.threshold.clamp_min(0)))}
+
+    @classmethod
+    def hparams_from_saelens(cls, cfg: dict) -> dict:
+        return {}  # k and threshold_lr come from our metadata: a SAELens JumpReLU has neither
+
+    def load_saelens_state_dict(self, weights: dict[str, torch.Tensor]) -> None:
+        threshold = weights.pop("threshold")
+        weights["threshold"] = threshold[0].clone() if threshold.numel() else torch.tensor(0.0)
+        self.load_state_dict(weights)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_activations(x)

@@ -21,9 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mistudio.errors import MistudioError
+from mistudio.runs import CHECKPOINTS  # the run folder's layout: mistudio/runs.py
 from mistudio.tempdirs import remove_abandoned, temp_sibling
-
-CHECKPOINTS = "checkpoints"
 FILES = ("cfg.json", "sae.safetensors", "trainer_state.safetensors", "trainer_state.json")
 
 

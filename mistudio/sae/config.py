@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mistudio.errors import InvalidInput
 from mistudio.models.hook_names import parse_hook_point
-from mistudio.sae.registry import ARCHITECTURE_NAMES, check_architecture
+from mistudio.sae.registry import built_in, check_architecture, get
 from mistudio.settings import get_settings
 from mistudio.validation import preview
 
@@ -103,15 +103,15 @@ def _to_invalid_input(cls: type[BaseModel], e: ValidationError) -> InvalidInput:
 class SAEConfig(_Validated):
     """What defines the SAE itself (kept in cfg.json of checkpoints and exports)."""
 
-    architecture: str = Field("topk", description=f"the SAE type, one of {', '.join(ARCHITECTURE_NAMES)}")
+    architecture: str = Field("topk", description="the SAE type: a name in mistudio.sae.registry")
     d_in: int | None = Field(None, description="the activation width; None: taken from the model / first batch")
     d_sae: int | None = Field(None, description="number of latents; None: expansion_factor * d_in")
     expansion_factor: int | None = Field(None, description="d_sae / d_in when d_sae is not given (profile default)")
-    k: int | None = Field(None, description="active latents per token for topk/batchtopk (profile default)")
-    l1_coefficient: float | None = Field(None, description="L1 penalty weight for relu (default 5.0)")
-    l0_coefficient: float | None = Field(None, description="L0 penalty weight for jumprelu (default 1.0)")
-    aux_k: int | None = Field(None, description="dead latents used by the AuxK loss (default d_in // 2)")
-    aux_k_coefficient: float = Field(1 / 32, description="weight of the AuxK dead-latent loss (topk/batchtopk)")
+    k: int | None = Field(None, description="active latents per token")
+    l1_coefficient: float | None = Field(None, description="the weight of the L1 sparsity penalty")
+    l0_coefficient: float | None = Field(None, description="the weight of the L0 sparsity penalty")
+    aux_k: int | None = Field(None, description="dead latents the AuxK loss uses (None: d_in // 2)")
+    aux_k_coefficient: float = Field(1 / 32, description="the weight of the AuxK dead-latent loss")
     # JumpReLU: a wide STE window moves thresholds in hundreds of steps rather than many
     # thousands (SAELens' 0.05 / 0.01 stalled at L0 ~28 vs 5 true features on synthetic data).
     jumprelu_bandwidth: float = Field(0.5, description="width of the STE kernel around the JumpReLU threshold")
@@ -119,7 +119,7 @@ class SAEConfig(_Validated):
     batchtopk_threshold_lr: float = Field(
         0.01, description="running-average rate of the BatchTopK inference threshold"
     )
-    sparse_kernels: bool = Field(True, description="use the sparse TopK/BatchTopK kernels (False: dense reference)")
+    sparse_kernels: bool = Field(True, description="use the sparse TopK kernels (False: the dense reference)")
     normalize_activations: bool = Field(
         True, description="scale inputs to mean norm sqrt(d_in) while training (folded into the export)"
     )
@@ -148,13 +148,8 @@ class SAEConfig(_Validated):
                     f"d_sae={self.d_sae} disagrees with expansion_factor={self.expansion_factor} * d_in={self.d_in}",
                     "give d_sae or expansion_factor, not both",
                 )
-        uses_k = architecture in ("topk", "batchtopk")
-        self._only_for("k", uses_k, "topk or batchtopk")
-        self._only_for("l1_coefficient", architecture == "relu", "relu")
-        self._only_for("l0_coefficient", architecture == "jumprelu", "jumprelu")
-        if uses_k:
-            if self.k is None:
-                self.k = _profile().topk_k
+        self._fill_architecture_fields(get(architecture))
+        if self.k is not None:
             if self.k <= 0:
                 raise InvalidInput("k", f"must be > 0, got {self.k}", "use the number of latents active per token, e.g. 32")
             if self.d_sae is not None and self.k > self.d_sae:
@@ -162,10 +157,6 @@ class SAEConfig(_Validated):
             _at_most(self, "k", MAX_D_SAE, "use the number of latents active per token, e.g. 32")
         if self.aux_k is not None and self.d_sae is not None and self.aux_k > self.d_sae:
             raise InvalidInput("aux_k", f"aux_k={self.aux_k} is larger than d_sae={self.d_sae}", "use aux_k <= d_sae")
-        if architecture == "relu" and self.l1_coefficient is None:
-            self.l1_coefficient = 5.0
-        if architecture == "jumprelu" and self.l0_coefficient is None:
-            self.l0_coefficient = 1.0
         for name in ("l1_coefficient", "l0_coefficient", "jumprelu_bandwidth", "batchtopk_threshold_lr"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -178,11 +169,23 @@ class SAEConfig(_Validated):
             raise InvalidInput("batchtopk_threshold_lr", "must be <= 1", "use a small rate such as 0.01")
         return self
 
-    def _only_for(self, name: str, allowed: bool, which: str) -> None:
-        if getattr(self, name) is not None and not allowed:
-            raise InvalidInput(
-                name, f"only applies to {which}, not architecture {self.architecture!r}", f"remove {name} or change architecture"
-            )
+    def _fill_architecture_fields(self, architecture) -> None:
+        """Refuse a field only other architectures read; fill this one's defaults (from the registry).
+
+        Only fields that default to None can be told apart from "not given" (a dumped config
+        carries every default), so those are the ones refused.
+        """
+        for name in sorted(_architecture_fields() - architecture.fields):
+            if getattr(self, name) is not None and type(self).model_fields[name].default is None:
+                users = " or ".join(a.name for a in built_in() if name in a.fields)
+                raise InvalidInput(name, f"only applies to {users}, not architecture {self.architecture!r}",
+                                   f"remove {name} or change architecture")
+        for name in architecture.fields:
+            if getattr(self, name) is None:
+                setattr(self, name, architecture.default(name, _profile))
+        if architecture.sparsity_field is not None and getattr(self, architecture.sparsity_field) is None:
+            raise InvalidInput(architecture.sparsity_field, f"architecture {architecture.name!r} needs it (it has no default)",
+                               f"give {architecture.sparsity_field}, e.g. 1.0")
 
     def with_d_in(self, d_in: int):
         """This config with the activation width filled in (and d_sae resolved, k re-checked)."""
@@ -193,9 +196,6 @@ class SAEConfig(_Validated):
         data = self.model_dump()
         data["d_in"] = d_in
         return type(self).model_validate(data)
-
-    def sae_config(self) -> "SAEConfig":
-        return SAEConfig.model_validate({k: getattr(self, k) for k in SAEConfig.model_fields})
 
 
 class TrainingConfig(SAEConfig):
@@ -211,7 +211,7 @@ class TrainingConfig(SAEConfig):
     lr_decay_steps: int | None = Field(None, description="linear LR decay to 0 over the last N steps")
     lr_decay_fraction: float = Field(0.2, description="decay over this fraction of steps when lr_decay_steps is None")
     sparsity_warmup_steps: int | None = Field(
-        None, description="linear warmup of the L1/L0 coefficient (default 5% of steps)"
+        None, description="linear warmup of the sparsity coefficient (default 5% of steps)"
     )
     batch_size: int = Field(default_factory=lambda: _profile().batch_size, description="tokens per step (> 0)")
     total_tokens: int | None = Field(None, description="training tokens (profile default); or give steps")
@@ -292,6 +292,15 @@ class TrainingConfig(SAEConfig):
             raise InvalidInput("device", f"unknown device {preview(self.device)}",
                                "use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'")
         return self
+
+
+def _architecture_fields() -> frozenset[str]:
+    """Config fields some built-in architecture reads: the others may not be given for it.
+
+    Built-in only: a plugin reads existing fields (it adds none), and validating a config must
+    not import every installed plugin's module (and torch with it).
+    """
+    return frozenset().union(*(a.fields for a in built_in()))
 
 
 def _at_most(cfg, name: str, limit: int, fix: str) -> None:

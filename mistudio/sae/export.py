@@ -3,10 +3,9 @@
 An export folder holds `cfg.json`, `sae_weights.safetensors` and `sparsity.safetensors`
 (key "sparsity": log10 firing rate per latent, what SAELens reads) and loads with
 `sae_lens.SAE.load_from_disk(folder)`. What SAELens needs in cfg.json:
-- `architecture`: "standard" (our relu), "topk", "jumprelu". BatchTopK is exported, as
-  SAELens itself does, as a JumpReLU whose per-latent threshold is the global BatchTopK
-  inference threshold (SAELens has no inference class named "batchtopk").
-- `d_in`, `d_sae`, `dtype`, and `k` for TopK (without it SAELens silently uses k=100).
+- `architecture`: the registry's `saelens_name` ("standard" for our relu; BatchTopK is exported,
+  as SAELens itself does, as a JumpReLU with the global threshold on every latent).
+- `d_in`, `d_sae`, `dtype`, and what the SAE class adds (`saelens_cfg`: `k` for TopK).
 - `metadata.sae_lens_version` >= 6: without it the config is read as pre-6.0 and rewritten.
   It marks the file format, not a SAELens install.
 The input scale used in training is folded into the weights, so the export takes raw
@@ -24,11 +23,11 @@ from safetensors.torch import load_file, save_file
 
 import mistudio
 from mistudio.errors import InvalidInput
+from mistudio.sae import registry
 from mistudio.sae.base import SparseAutoencoder
-from mistudio.sae.batchtopk import BatchTopKSAE
 from mistudio.sae.checkpoint import commit_dir, latest_checkpoint, load_checkpoint
 from mistudio.sae.config import TrainingConfig
-from mistudio.sae.registry import get_architecture
+from mistudio.sae.trainer import build_sae
 from mistudio.tempdirs import temp_sibling
 
 SAELENS_FORMAT_VERSION = "6.0.0"
@@ -40,7 +39,7 @@ def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None)
     hook_name = config.hook_point if config is not None else None
     model_name = config.model if config is not None else None
     cfg = {
-        "architecture": sae.saelens_architecture,
+        "architecture": registry.get(sae.architecture).saelens_name,
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "dtype": _DTYPES[sae.W_enc.dtype],
@@ -63,19 +62,11 @@ def saelens_config(sae: SparseAutoencoder, config: TrainingConfig | None = None)
             "mistudio_config": config.model_dump(mode="json") if config is not None else None,
         },
     }
-    if sae.saelens_architecture == "topk":
-        cfg["k"] = sae.k
-        cfg["rescale_acts_by_decoder_norm"] = False
-    return cfg
+    return {**cfg, **sae.saelens_cfg()}
 
 
 def saelens_state_dict(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
-    state = {name: sae.state_dict()[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if isinstance(sae, BatchTopKSAE):
-        state["threshold"] = torch.full_like(sae.b_enc, float(sae.threshold.clamp_min(0)))
-    elif sae.saelens_architecture == "jumprelu":
-        state["threshold"] = sae.threshold
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return {k: v.detach().cpu().contiguous() for k, v in sae.saelens_state_dict().items()}
 
 
 def export_saelens(
@@ -122,36 +113,19 @@ def load_sae(path: Path | str, device: str | torch.device = "cpu") -> SparseAuto
 def _load_export(path: Path) -> SparseAutoencoder:
     cfg = json.loads((path / "cfg.json").read_text())
     meta = cfg.get("metadata") or {}
-    arch = meta.get("training_architecture") or {"standard": "relu"}.get(cfg["architecture"], cfg["architecture"])
-    hparams = dict(meta.get("mistudio_hparams") or {})
-    if arch == "topk":
-        hparams["k"] = cfg["k"]
-    weights = load_file(path / "sae_weights.safetensors")
+    name = meta.get("training_architecture") or registry.from_saelens_name(cfg["architecture"]).name
+    cls = registry.get_architecture(name)
+    hparams = {**(meta.get("mistudio_hparams") or {}), **cls.hparams_from_saelens(cfg)}
     dtype = getattr(torch, cfg.get("dtype", "float32").replace("torch.", ""))
-    sae = get_architecture(arch)(cfg["d_in"], cfg["d_sae"], dtype=dtype, **_init_kwargs(arch, hparams))
-    if arch == "batchtopk":
-        threshold = weights.pop("threshold")
-        weights["threshold"] = threshold[0].clone() if threshold.numel() else torch.tensor(0.0)
-    sae.load_state_dict(weights)
+    sae = cls(cfg["d_in"], cfg["d_sae"], dtype=dtype, **hparams)
+    sae.load_saelens_state_dict(load_file(path / "sae_weights.safetensors"))
     return sae.eval()
 
 
 def _load_checkpoint(path: Path) -> SparseAutoencoder:
-    from mistudio.sae.trainer import build_sae  # the trainer imports this module's neighbours
-
     config_json, weights, state = load_checkpoint(path)
     config = TrainingConfig.model_validate(config_json)
     sae = build_sae(config)
     sae.load_state_dict(weights)
     sae.fold_input_scale(float(state["scale"]))
     return sae.eval()
-
-
-def _init_kwargs(arch: str, hparams: dict) -> dict:
-    if arch in ("topk", "batchtopk"):
-        keys = ("k", "aux_k", "aux_k_coefficient", "threshold_lr")
-    elif arch == "jumprelu":
-        keys = ("bandwidth",)
-    else:
-        keys = ()
-    return {k: hparams[k] for k in keys if k in hparams}

@@ -48,8 +48,6 @@ class _JumpReLU(torch.autograd.Function):
 
 class JumpReluSAE(SparseAutoencoder):
     architecture = "jumprelu"
-    saelens_architecture = "jumprelu"
-    uses_sparsity_coefficient = True
 
     def __init__(self, d_in: int, d_sae: int, *, bandwidth: float = 0.5, init_threshold: float = 0.5, **kw):
         super().__init__(d_in, d_sae, **kw)
@@ -58,6 +56,9 @@ class JumpReluSAE(SparseAutoencoder):
 
     def hparams(self) -> dict:
         return {"bandwidth": self.bandwidth}
+
+    def saelens_state_dict(self) -> dict[str, torch.Tensor]:
+        return {**super().saelens_state_dict(), "threshold": self.threshold}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_activations(x)

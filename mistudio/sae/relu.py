@@ -9,8 +9,6 @@ from mistudio.sae.base import SparseAutoencoder, TrainOutput, count_active, squa
 
 class ReluSAE(SparseAutoencoder):
     architecture = "relu"
-    saelens_architecture = "standard"
-    uses_sparsity_coefficient = True
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.pre_activations(x))

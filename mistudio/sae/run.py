@@ -1,9 +1,7 @@
-"""`run_training`: the one plain function the queue job calls. Resumable and idempotent.
+"""`train_and_export`: train an SAE on an activation iterator in a run folder (resuming from its
+latest checkpoint), then export it. Resumable and idempotent.
 
-run_dir/
-  checkpoints/step_*/   trainer checkpoints (latest N)
-  metrics.jsonl         every progress report, one JSON object a line
-  sae/                  the final SAELens-format export
+It writes the run folder's checkpoints, metrics and export (where: mistudio/runs.py).
 A redelivered job calls this again with the same run_dir: it resumes from the latest
 checkpoint (a finished run just re-exports), so no work is lost or done twice.
 """
@@ -18,17 +16,16 @@ from typing import Callable, Iterable
 import torch
 
 from mistudio.errors import InvalidInput
-from mistudio.sae.checkpoint import CHECKPOINTS, latest_checkpoint
+from mistudio.runs import RunFolder
+from mistudio.sae.checkpoint import latest_checkpoint
 from mistudio.sae.config import TrainingConfig
 from mistudio.sae.export import export_saelens
 from mistudio.sae.trainer import Trainer
 from mistudio.tempdirs import remove_abandoned
 
-METRICS_FILE = "metrics.jsonl"
-EXPORT_DIR = "sae"
 
 
-def run_training(
+def train_and_export(
     config: TrainingConfig,
     run_dir: Path | str,
     activations: Iterable[torch.Tensor],
@@ -38,16 +35,17 @@ def run_training(
     before_commit: Callable[[int], bool] | None = None,
     evaluator: Callable | None = None,
 ) -> dict:
-    """Train (or resume) in run_dir, export to run_dir/sae, return the final metrics.
+    """Train (or resume) in run_dir, export the SAE there, return the final metrics.
 
     Returns metrics with "stopped": True (and no export) when should_stop() ended it.
     Raises CommitRefused when before_commit refuses a checkpoint or the export.
     """
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (run_dir, run_dir / CHECKPOINTS):  # what an attempt killed mid-write left behind
-        remove_abandoned(folder)
-    metrics_path = run_dir / METRICS_FILE
+    for path in (run_dir, folder.checkpoints):  # what an attempt killed mid-write left behind
+        remove_abandoned(path)
+    metrics_path = folder.metrics
 
     def progress(metrics: dict) -> None:
         with metrics_path.open("a") as f:
@@ -77,13 +75,13 @@ def run_training(
         return metrics
     export_saelens(
         trainer.inference_sae(),
-        run_dir / EXPORT_DIR,
+        folder.export,
         trainer.config,
         log_feature_sparsity=trainer.firing.log_feature_sparsity(),
         before_commit=before_commit,
         step=trainer.step,
     )
-    metrics["export_dir"] = str(run_dir / EXPORT_DIR)
+    metrics["export_dir"] = str(folder.export)
     return metrics
 
 
@@ -97,3 +95,5 @@ def _truncate_history(path: Path, step: int) -> None:
 
 def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+

@@ -10,7 +10,7 @@ from mistudio.sae.sparse import SparseCodes, gather_linear, sparse_decode
 
 class TopKSAE(SparseAutoencoder):
     architecture = "topk"
-    saelens_architecture = "topk"
+    uses_dead_mask = True
 
     def __init__(
         self,
@@ -53,6 +53,13 @@ class TopKSAE(SparseAutoencoder):
 
     def hparams(self) -> dict:
         return {"k": self.k, "aux_k": self.aux_k, "aux_k_coefficient": self.aux_k_coefficient}
+
+    def saelens_cfg(self) -> dict:
+        return {"k": self.k, "rescale_acts_by_decoder_norm": False}  # without k SAELens silently uses 100
+
+    @classmethod
+    def hparams_from_saelens(cls, cfg: dict) -> dict:
+        return {"k": cfg["k"]}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_activations(x)

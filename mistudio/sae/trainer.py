@@ -44,7 +44,7 @@ from mistudio.sae.base import SparseAutoencoder
 from mistudio.sae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mistudio.sae.config import TrainingConfig
 from mistudio.sae.metrics import FiringWindow, VarianceAccumulator
-from mistudio.sae.registry import get_architecture
+from mistudio.sae import registry
 from mistudio.sae.schedules import lr_at, sparsity_coefficient_at
 
 ProgressFn = Callable[[dict], None]
@@ -52,16 +52,9 @@ ProgressFn = Callable[[dict], None]
 
 def build_sae(config, *, device=None, generator=None) -> SparseAutoencoder:
     """An untrained SAE for a config whose d_in / d_sae are known."""
-    cls = get_architecture(config.architecture)
-    kw: dict[str, Any] = {"dtype": getattr(torch, config.dtype), "device": device, "generator": generator}
-    if cls.architecture in ("topk", "batchtopk"):
-        kw.update(k=config.k, aux_k=config.aux_k, aux_k_coefficient=config.aux_k_coefficient,
-                  sparse_kernels=config.sparse_kernels)
-    if cls.architecture == "batchtopk":
-        kw["threshold_lr"] = config.batchtopk_threshold_lr
-    if cls.architecture == "jumprelu":
-        kw.update(bandwidth=config.jumprelu_bandwidth, init_threshold=config.jumprelu_init_threshold)
-    return cls(config.d_in, config.d_sae, **kw)
+    architecture = registry.get(config.architecture)
+    return architecture.load()(config.d_in, config.d_sae, dtype=getattr(torch, config.dtype), device=device,
+                               generator=generator, **architecture.sae_kwargs(config))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,6 +85,7 @@ class Trainer:
         self.should_stop, self.before_commit, self.evaluator = should_stop, before_commit, evaluator
         self.device = resolve_device(config.device)
         self.autocast = config.autocast if config.autocast is not None else self.device.type == "cuda"
+        self._sparsity_field = registry.get(config.architecture).sparsity_field  # looked up once, read every step
         self.sae: SparseAutoencoder | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.firing: FiringWindow | None = None
@@ -230,7 +224,7 @@ class Trainer:
             group["lr"] = lr
         coefficient = sparsity_coefficient_at(self.step, coefficient=self._target_coefficient(),
                                               warmup_steps=cfg.sparsity_warmup_steps)
-        dead = self.firing.dead_mask() if cfg.architecture in ("topk", "batchtopk") else None
+        dead = self.firing.dead_mask() if sae.uses_dead_mask else None
         with self._autocast():
             out = sae.training_forward(x, sparsity_coefficient=coefficient, dead_mask=dead)
         self._watch_loss(out.loss.detach())
@@ -265,12 +259,9 @@ class Trainer:
             raise TrainingDiverged(int(self._bad_step), "NaN" if math.isnan(loss) else "infinite", self.config.lr)
 
     def _target_coefficient(self) -> float:
-        cfg = self.config
-        if cfg.architecture == "relu":
-            return cfg.l1_coefficient
-        if cfg.architecture == "jumprelu":
-            return cfg.l0_coefficient
-        return 0.0
+        """The sparsity penalty's weight after warmup: the architecture's coefficient field, if it has one."""
+        name = self._sparsity_field
+        return getattr(self.config, name) if name is not None else 0.0
 
     def _autocast(self):
         if self.autocast and self.device.type == "cuda":

@@ -13,9 +13,14 @@ import re
 
 from mistudio import validation
 from mistudio.data.corpora import check_corpus
+from mistudio.data.download import download_dataset as download
 from mistudio.errors import InvalidInput
+from mistudio.events import DatasetProgress, DownloadProgress
+from mistudio.models.download import download_model as download
+from mistudio.models.download import is_repo_id
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.settings import get_settings
 from mistudio.tasks.reporting import Reporter
 from mistudio.validation import preview
 
@@ -46,8 +51,6 @@ def _positive_int(params: dict, name: str, limit: int | None = None) -> int | No
 
 
 def _hub_id(params: dict, name: str) -> str:
-    from mistudio.models.download import is_repo_id
-
     value = _text(params, name, required=True)
     if not is_repo_id(value):
         raise InvalidInput(name, f"{preview(value)} is not a Hugging Face hub id", "use e.g. 'openai-community/gpt2'")
@@ -69,13 +72,13 @@ def validate_download_model(params: dict) -> dict:
     return {"model_id": _hub_id(params, "model_id"), "revision": _revision(params)}
 
 
-@task("download_model", validate=validate_download_model, id_prefix="dl")
+@task("download_model", queue="io", priority=5, rate_tier="downloads", slot="downloads",
+      channel=keys.model_download_channel, channel_param="model_id", events=("download.progress",),
+      validate=validate_download_model, id_prefix="dl", description="download a model from the Hugging Face hub")
 def download_model(job, model_id: str, revision: str | None = None) -> dict:
-    from mistudio.models.download import download_model as download
-
-    with Reporter(job, keys.model_download_channel(model_id), "download.progress") as report:
+    with Reporter(job, keys.model_download_channel(model_id), DownloadProgress) as report:
         path = download(model_id, progress=report, revision=revision)
-        report({"model_id": model_id, "done": True, "path": str(path)})
+        report(DownloadProgress(model_id=model_id, done=True, path=str(path)))
     return {"model_id": model_id, "path": str(path)}
 
 
@@ -89,14 +92,15 @@ def validate_download_dataset(params: dict) -> dict:
             "config": validation.optional_name(params.get("config"), "config"), "revision": _revision(params)}
 
 
-@task("download_dataset", validate=validate_download_dataset, id_prefix="dl")
+@task("download_dataset", queue="io", priority=5, rate_tier="downloads", slot="downloads",
+      channel=keys.dataset_download_channel, channel_param="dataset_id", events=("download.progress",),
+      validate=validate_download_dataset, id_prefix="dl", description="download a dataset from the Hugging Face hub")
 def download_dataset(job, dataset_id: str, split: str = "train", config: str | None = None,
                      revision: str | None = None) -> dict:
-    from mistudio.data.download import download_dataset as download
 
-    with Reporter(job, keys.dataset_download_channel(dataset_id), "download.progress") as report:
+    with Reporter(job, keys.dataset_download_channel(dataset_id), DownloadProgress) as report:
         path = download(dataset_id, split=split, config=config, progress=report, revision=revision)
-        report({"dataset_id": dataset_id, "done": True, "path": str(path)})
+        report(DownloadProgress(dataset_id=dataset_id, done=True, path=str(path)))
     return {"dataset_id": dataset_id, "path": str(path)}
 
 
@@ -107,9 +111,9 @@ _PROCESS_PARAMS = ("source", "model", "context_length", "max_tokens", "dataset_i
 
 
 def validate_process_dataset(params: dict) -> dict:
+    # why: packing and processed import torch and transformers, kept off the submit path of other tasks
     from mistudio.data.packing import check_context_length, framing_for
     from mistudio.data.processed import _tokenizer_and_limit
-    from mistudio.settings import get_settings
 
     validation.only(params, _PROCESS_PARAMS, "process_dataset")
     profile = get_settings().profile
@@ -129,13 +133,16 @@ def validate_process_dataset(params: dict) -> dict:
     return clean
 
 
-@task("process_dataset", validate=validate_process_dataset, id_prefix="ds")
+@task("process_dataset", queue="cpu", priority=3, rate_tier="dataset_processing", slot="processing",
+      channel=keys.dataset_process_channel, channel_param="dataset_id", events=("dataset.progress",),
+      validate=validate_process_dataset, id_prefix="ds", description="tokenize and pack a corpus for a model")
 def process_dataset(job, source, model, context_length, max_tokens, dataset_id, text_field, split) -> dict:
+    # why: torch; submit-time validation stays torch-free
     from mistudio.data.processed import process_dataset as process
 
     channel = keys.dataset_process_channel(dataset_id or job.job_id)
-    with Reporter(job, channel, "dataset.progress") as report:
+    with Reporter(job, channel, DatasetProgress) as report:
         dataset = process(source, model, context_length, max_tokens, report, dataset_id=dataset_id,
                           text_field=text_field, split=split)
-        report({"dataset_id": dataset.dataset_id, "done": True, **dataset.stats})
+        report(DatasetProgress(dataset_id=dataset.dataset_id, done=True, stats=dataset.stats))
     return {"dataset_id": dataset.dataset_id, "path": str(dataset.path), "stats": dataset.stats}

@@ -1,4 +1,7 @@
-"""Small real tasks that exercise the queue end to end (`mistudio` self-checks and tests)."""
+"""Small real tasks that exercise the queue end to end (`mistudio` self-checks and tests).
+
+They run on the cpu queue unless a submit names another (`jobs.submit(..., queue="gpu")`).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ def _validate_sleep(params: dict) -> dict:
     return {"seconds": float(seconds), "tag": str(params.get("tag", ""))}
 
 
-@task("diagnostics.sleep", validate=_validate_sleep, id_prefix="diag")
+@task("diagnostics.sleep", queue="cpu", priority=1, validate=_validate_sleep, id_prefix="diag",
+      description="sleep for `seconds`, reporting progress (cancellable)")
 def sleep(job, seconds: float, tag: str = "") -> dict:
     """Sleep in small steps, reporting progress and honouring cancellation."""
     started = time.time()
@@ -38,11 +42,11 @@ def sleep(job, seconds: float, tag: str = "") -> dict:
     }
 
 
-@task("diagnostics.echo", id_prefix="diag")
+@task("diagnostics.echo", queue="cpu", priority=1, id_prefix="diag", description="return its parameters")
 def echo(job, **params) -> dict:
     return {"params": params, "attempt": job.attempt, "started": time.time()}
 
 
-@task("diagnostics.fail", id_prefix="diag")
+@task("diagnostics.fail", queue="cpu", priority=1, id_prefix="diag", description="raise, to check failure handling")
 def fail(job, message: str = "diagnostics.fail was asked to fail") -> dict:
     raise RuntimeError(message)

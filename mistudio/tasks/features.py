@@ -3,19 +3,22 @@ finished run, with progress on `features:{training_id}` and the job record.
 
 Results are committed under the job's fence (a lost lease writes nothing), then the run's cached
 statistics are invalidated, then `features.completed` is published: a listener that reacts to it
-reads the new results. A failure ends the channel with `features.error`, a stop with
-`features.completed` whose `status` is "stopped", so nobody waits forever.
+reads the new results. A failure ends the channel with `features.error`, a stop that ends the
+job (cancelled, time limit) with `features.stopped`, as a training's, so nobody waits forever.
 """
 
 from __future__ import annotations
 
 import time
 
-from mistudio import validation
+from mistudio import cache, runs, validation
 from mistudio.errors import InvalidInput
+from mistudio.events import FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.settings import get_settings
 from mistudio.tasks.reporting import Reporter
+from mistudio.tasks.training import FINAL_STOPS
 from mistudio.validation import preview
 
 _OPTIONS = {"n_tokens": 1, "top_k": 1, "context_window": 0}
@@ -27,14 +30,11 @@ _TOP_K, _WINDOW, _RESERVOIR = 20, 10, 32
 def validate_extract_features(params: dict) -> dict:
     import json
 
-    from mistudio.feature_queries import run_dir
-    from mistudio.settings import get_settings
-
     validation.only(params, ("training_id", *_OPTIONS), "extract_features")
     # The training id names the run's folder (runs/{training_id}): a plain name, never a path.
     training_id = validation.name(params.get("training_id"), "training_id")
-    folder = run_dir(training_id)  # InvalidInput naming training_id for an unknown id
-    if not (folder / "sae" / "sae_weights.safetensors").is_file():
+    folder = runs.existing(training_id)  # InvalidInput naming training_id for an unknown id
+    if not folder.exported():
         raise InvalidInput("training_id", f"run {training_id!r} has no exported SAE yet",
                            "train first: wait for its train_sae job to succeed (mistudio job ID)")
     clean = {"training_id": training_id}
@@ -49,7 +49,7 @@ def validate_extract_features(params: dict) -> dict:
         raise InvalidInput("context_window", f"{window:,} tokens either side is more than {_MAX_WINDOW}",
                            "use e.g. context_window=10")
     try:
-        d_sae = int(json.loads((folder / "sae" / "cfg.json").read_text())["d_sae"])
+        d_sae = int(json.loads(folder.export_config.read_text())["d_sae"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InvalidInput("training_id", f"run {training_id!r} has a damaged SAE export (sae/cfg.json)",
                            "train it again, or retry its train_sae job") from None
@@ -64,23 +64,27 @@ def validate_extract_features(params: dict) -> dict:
     return clean
 
 
-@task("extract_features", validate=validate_extract_features, id_prefix="fx")
+# No rate tier of its own (the API tier only): an extraction always follows a training (itself
+# limited to 5/h), its size is fixed by the profile, and the GPU lock already runs it one at a time
+# per device; charging it to training_starts would halve that budget.
+@task("extract_features", queue="gpu", priority=7, channel=keys.features_channel, channel_param="training_id",
+      events=("features.progress", "features.completed", "features.stopped", "features.error"),
+      validate=validate_extract_features, id_prefix="fx",
+      description="find each feature's top contexts and statistics on held-out text")
 def extract_features(job, training_id: str, **options) -> dict:
-    from mistudio import cache
-    from mistudio.features import extract_features as extract
-    from mistudio.settings import get_settings
-
-    folder = get_settings().training_run_dir(training_id)
+    from mistudio.features import extract_features as extract  # why: torch; submit-time validation stays torch-free
+    folder = runs.for_training(training_id)
     started = time.time()
-    with Reporter(job, keys.features_channel(training_id), "features.progress") as report:
+    with Reporter(job, keys.features_channel(training_id), FeaturesProgress) as report:
         try:
-            summary = extract(folder, progress=report, should_stop=job.should_stop, before_commit=job.before_commit,
+            summary = extract(folder.path, progress=report, should_stop=job.should_stop, before_commit=job.before_commit,
                               **options)
         except Exception as exc:
-            report.event("features.error", {"training_id": training_id, "error": f"{type(exc).__name__}: {exc}"})
+            report.event(FeaturesError(training_id=training_id, error=f"{type(exc).__name__}: {exc}"))
             raise
         if summary.get("stopped"):
-            report.event("features.completed", {"training_id": training_id, "status": "stopped"})
+            if job.stop_reason in FINAL_STOPS:  # else another delivery goes on with it on this channel
+                report.event(FeaturesStopped(training_id=training_id, reason=job.stop_reason))
             return {"training_id": training_id, "stopped": True}
         try:
             cache.invalidate_training(training_id)  # cached stats, correlations, checkpoint list are stale now
@@ -88,9 +92,9 @@ def extract_features(job, training_id: str, **options) -> dict:
             pass
         result = {
             "training_id": training_id, "status": "succeeded", "extraction_id": summary["extraction_id"],
-            "results_dir": str(folder / "features"), "duration": time.time() - started,
+            "results_dir": str(folder.features), "duration": time.time() - started,
             **{k: summary[k] for k in ("total_features", "avg_activation_frequency", "dead_neurons",
                                        "dense_features", "n_tokens", "mean_l0")},
         }
-        report.event("features.completed", result)
+        report.event(FeaturesCompleted(**result))
     return result

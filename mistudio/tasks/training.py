@@ -1,4 +1,4 @@
-"""The `train_sae` job (gpu queue, priority 10): mistudio.training.train in the worker's
+"""The `train_sae` job (gpu queue, priority 10): mistudio.training.prepare_and_train in the worker's
 child process, with progress on `training:{training_id}` and the job record.
 
 The job id is the training id, and the run folder is MISTUDIO_HOME/runs/{training_id}:
@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import time
 
+from mistudio import cache, events, runs
+from mistudio.events import TrainingCheckpoint, TrainingCompleted, TrainingError, TrainingProgress, TrainingStopped
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
+from mistudio.sae.config import TrainingConfig
+from mistudio.sae.memory import reuse_freed_memory
 from mistudio.tasks.reporting import Reporter
+from mistudio.training import prepare_and_train, prepare_config
+
+# Stop reasons that end the job here (cancelled, or failed on its time limit); after the others
+# (lease lost, worker shutdown) another delivery resumes the run on the same channel.
+FINAL_STOPS = ("cancelled", "time_limit")
 
 
 def validate_train_sae(params: dict) -> dict:
@@ -19,7 +28,6 @@ def validate_train_sae(params: dict) -> dict:
     the config's own JSON validates to itself. Whether the worker's device has CUDA for
     device='cuda' is known only there (several devices share one Redis): the job then fails at
     once, naming the device."""
-    from mistudio.training import prepare_config
 
     params = dict(params)
     layer = params.pop("layer", None)
@@ -30,7 +38,7 @@ _UNITS = (("tokens_done", "tokens_total", "tokens"), ("contexts_done", "contexts
 
 
 class ProgressEvents:
-    """The ML core's progress reports as training.progress events (the seed's shape), each with
+    """The ML core's progress reports as TrainingProgress events (the seed's shape), each with
     the ETA of what is running. A preparation phase (loading the model, tokenizing, caching
     activations) reports its own done/total, rate and remaining time; training's ETA comes from
     the training steps' rate alone, measured from the first training report of this process, so
@@ -42,7 +50,7 @@ class ProgressEvents:
         self.phase_started = 0.0
         self.first_training: tuple[int, float] | None = None  # (step, time) of the first training report
 
-    def __call__(self, report: dict) -> dict:
+    def __call__(self, report: dict) -> TrainingProgress:
         now = self.clock()
         phase = report.get("phase", "training")
         if phase != self.phase:
@@ -56,7 +64,7 @@ class ProgressEvents:
             event["estimated_remaining_seconds"] = self._training_eta(step, total, report, now)
         else:
             event.update(self._phase_fields(report, now))
-        return event
+        return TrainingProgress(**event)
 
     def _training_eta(self, step: int, total: int, report: dict, now: float) -> float | None:
         if not total:
@@ -86,28 +94,23 @@ class ProgressEvents:
 
 def publish_failure(training_id: str, params: dict, error: str) -> None:
     """The job ended failed or dead (see queue.tasks): end the channel with training.error."""
-    from mistudio import events
-
-    events.publish(keys.training_channel(training_id), "training.error", {"error": error})
+    events.publish(keys.training_channel(training_id), TrainingError(error=error))
 
 
-@task("train_sae", validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure)
+@task("train_sae", queue="gpu", priority=10, rate_tier="training_starts", slot="trainings",
+      channel=keys.training_channel,
+      events=("training.progress", "training.checkpoint", "training.completed", "training.stopped", "training.error"),
+      validate=validate_train_sae, id_prefix="tr", on_failure=publish_failure,
+      description="train an SAE on a model's activations (a retry resumes from its checkpoint)")
 def train_sae(job, **config) -> dict:
-    from mistudio import cache
-    from mistudio.sae.config import TrainingConfig
-    from mistudio.settings import get_settings
-    from mistudio.training import train
-
-    from mistudio.sae.memory import reuse_freed_memory
-
     reuse_freed_memory()  # this process is the job's own child: keep freed blocks for the next step (sae/memory.py)
     training_id = job.job_id
-    run_dir = get_settings().training_run_dir(training_id)
+    run_dir = runs.for_training(training_id).path
     cfg = TrainingConfig.model_validate(config)
     started = time.time()
-    with Reporter(job, keys.training_channel(training_id), "training.progress") as report:
+    with Reporter(job, keys.training_channel(training_id), TrainingProgress) as report:
         def on_checkpoint(path, step):
-            report.event("training.checkpoint", {"step": int(step), "path": str(path)})
+            report.event(TrainingCheckpoint(step=int(step), path=str(path)))
             try:
                 cache.invalidate_training(training_id)  # checkpoint lists and feature stats are stale now
             except Exception:
@@ -115,12 +118,14 @@ def train_sae(job, **config) -> dict:
 
         # A failure raises on: its training.error comes from publish_failure once the job is recorded failed.
         progress_events = ProgressEvents()
-        metrics = train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
+        metrics = prepare_and_train(cfg, run_dir, progress=lambda m: report(progress_events(m)),
                         on_checkpoint=on_checkpoint, should_stop=job.should_stop, before_commit=job.before_commit)
         if metrics.get("stopped"):
+            if job.stop_reason in FINAL_STOPS:  # the end, as an extraction's: followers stop waiting
+                report.event(TrainingStopped(step=int(metrics.get("step", 0)), reason=job.stop_reason))
             return {"training_id": training_id, "run_dir": str(run_dir), "stopped": True, "final_metrics": metrics}
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        report.event("training.completed", {"step": int(metrics.get("step", cfg.steps)), "final_metrics": final,
-                                            "sae_path": metrics.get("export_dir"), "duration": time.time() - started})
+        report.event(TrainingCompleted(step=int(metrics.get("step", cfg.steps)), final_metrics=final,
+                                       sae_path=metrics.get("export_dir"), duration=time.time() - started))
     return {"training_id": training_id, "run_dir": str(run_dir), "sae_path": metrics.get("export_dir"),
             "final_metrics": final}

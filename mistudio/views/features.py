@@ -17,7 +17,7 @@ import math
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from mistudio.views.display import FIGURE_CONFIG
+from mistudio.views.display import FIGURE_CONFIG, figure_bundle, html_bundle
 
 # No quotes inside: these go into single-quoted style attributes.
 FONT = "-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
@@ -242,8 +242,6 @@ class FeatureCard:
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
-
-        from mistudio.views.display import figure_bundle, html_bundle
 
         display(html_bundle(self._wrap(self.header_html), f"Feature {self.feature}"), raw=True)
         display(figure_bundle(self.histogram), raw=True)

@@ -1,9 +1,9 @@
 """Training curves: four panels against step, chosen for the SAE's architecture.
 
-Loss (log scale, with a linear/log switch), then L0 for ReLU and JumpReLU; TopK and BatchTopK
-fix L0 at k, so their second panel is the AuxK loss instead (the dead latents' reconstruction
-term: 0 while no latent is dead, which is when the trainer leaves it out). Then the dead and
-dense fractions of the dictionary, and explained variance.
+Loss (log scale, with a linear/log switch), then L0; architectures that fix L0 at k (TopK,
+BatchTopK: `fixed_l0` in mistudio.sae.registry) show the AuxK loss in its place (the dead
+latents' reconstruction term: 0 while no latent is dead, which is when the trainer leaves it
+out). Then the dead and dense fractions of the dictionary, and explained variance.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-FIXED_L0 = ("topk", "batchtopk")  # architectures whose L0 is k by construction
+from mistudio.sae import registry
+
+
+def fixed_l0(architecture: str | None) -> bool:
+    """Whether an architecture's L0 is k by construction (the registry says; unknown names: no)."""
+    return architecture in registry.names() and registry.get(architecture).fixed_l0
+
 
 # (metric key, trace name, panel 0..3) in trace order
 _L0_CURVES = (
@@ -31,13 +37,13 @@ _FIXED_L0_TITLE = "AuxK loss (dead latents; L0 is k)"
 
 def curves_for(architecture: str | None) -> tuple[tuple[str, str, int], ...]:
     """(metric key, trace name, panel) for each trace of this architecture's figure."""
-    return _FIXED_L0_CURVES if architecture in FIXED_L0 else _L0_CURVES
+    return _FIXED_L0_CURVES if fixed_l0(architecture) else _L0_CURVES
 
 
 def metric_value(metrics: dict, key: str, architecture: str | None) -> float | None:
     """The value a curve plots for one progress report (None: no point)."""
     value = metrics.get(key)
-    if value is None and key == "aux_loss" and architecture in FIXED_L0 and metrics.get("loss") is not None:
+    if value is None and key == "aux_loss" and fixed_l0(architecture) and metrics.get("loss") is not None:
         return 0.0  # nothing was dead in that interval: the trainer adds no AuxK term
     return None if value is None else float(value)
 
@@ -73,7 +79,7 @@ def training_figure(widget: bool = False, title: str | None = None, architecture
     """An empty 2x2 figure with one trace per curve (a FigureWidget for live views)."""
     curves = curves_for(architecture)
     titles = list(_TITLES)
-    if architecture in FIXED_L0:
+    if fixed_l0(architecture):
         titles[1] = _FIXED_L0_TITLE
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.18)
     colours = {"dead": "#d62728", "dense": "#9467bd"}

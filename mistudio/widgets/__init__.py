@@ -1,10 +1,11 @@
 """Notebook widgets: live views that listen on the kernel's event loop."""
 
+from mistudio.widgets.job_view import JobProgressView
 from mistudio.widgets.jobs_view import JobsView
 from mistudio.widgets.monitor import TrainingMonitor
 from mistudio.widgets.system_view import SystemView
 
-__all__ = ["JobsView", "SystemView", "TrainingMonitor"]
+__all__ = ["JobProgressView", "JobsView", "SystemView", "TrainingMonitor"]
 from mistudio.widgets.browser import FeatureBrowser  # noqa: E402
 
 __all__ += ["FeatureBrowser"]

@@ -7,6 +7,8 @@ import time
 
 import ipywidgets as W
 
+from mistudio.jobs import get_job, list_jobs
+from mistudio.events import TrainingProgress, progress_of
 from mistudio.widgets.polling import PollingView
 
 COLUMNS = ("id", "task", "queue", "state", "progress", "attempts", "worker", "age")
@@ -15,17 +17,17 @@ _STATE_COLOURS = {"running": "#1f77b4", "succeeded": "#2ca02c", "failed": "#d627
 
 
 def _progress(progress: dict | None) -> str:
+    """A job record's progress snapshot, read through its event's definition (events.progress_of)."""
     if not progress:
         return "-"
-    phase = progress.get("phase")
-    if phase and phase != "training":  # a preparation phase: its own share done
-        total = progress.get("phase_total")
-        return f"{phase} {100 * (progress.get('phase_done') or 0) / total:.0f}%" if total else phase
-    if progress.get("total_steps"):
-        return f"{100 * progress.get('step', 0) / progress['total_steps']:.0f}%"
-    if "fraction" in progress:
-        return f"{100 * progress['fraction']:.0f}%"
-    return "-"
+    value = progress_of(progress)
+    if value is None:  # a task writing its own snapshot (the diagnostics' sleep)
+        fraction = progress.get("fraction")
+        return f"{100 * fraction:.0f}%" if isinstance(fraction, (int, float)) else "-"
+    position = value.position()
+    if isinstance(value, TrainingProgress) and value.phase != "training":  # a preparation phase: its own share
+        return f"{value.phase} {100 * position.fraction:.0f}%" if position.fraction is not None else value.phase
+    return f"{100 * position.fraction:.0f}%" if position.fraction is not None else "-"
 
 
 def _age(ts: float | None) -> str:
@@ -48,8 +50,6 @@ class JobsView(PollingView):
         self.widget = W.VBox([W.HTML("<b>Jobs</b>"), self.grid, self.message])
 
     def fetch(self) -> list[dict]:
-        from mistudio.jobs import list_jobs
-
         return list_jobs(self.limit, state=self.state)
 
     def cells(self, record: dict) -> dict:
@@ -80,8 +80,6 @@ class JobsView(PollingView):
         self.grid.children = children
 
     def act(self, job_id: str, action: str) -> None:
-        from mistudio.jobs import get_job
-
         try:
             job = get_job(job_id)
             result = job.cancel() if action == "cancel" else job.retry()

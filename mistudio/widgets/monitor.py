@@ -1,4 +1,4 @@
-"""TrainingMonitor: a live view of one training job (also what `display(job)` shows).
+"""TrainingMonitor: a live view of one training job (what `display(job)` shows for a training).
 
 It listens on the job's channel with an asyncio task on the kernel's event loop (no
 thread ever touches a widget), so the kernel stays free and the cancel button works.
@@ -23,13 +23,21 @@ import time
 import ipywidgets as W
 from IPython.display import display
 
-from mistudio.events import Subscription
+from mistudio.events import (
+    Subscription,
+    TrainingCheckpoint,
+    TrainingCompleted,
+    TrainingError,
+    TrainingProgress,
+    TrainingStopped,
+)
+from mistudio.jobs import Job
 from mistudio.queue.records import TERMINAL
 from mistudio.redis import keys
 from mistudio.views.display import figure_bundle, html_bundle, widget_bundle
-from mistudio.views.training import (curves_for, decimate, metric_value, set_points, training_curves,
-                                     training_figure)
+from mistudio.views.training import curves_for, decimate, metric_value, set_points, training_curves, training_figure
 from mistudio.widgets.polling import keep_running
+from mistudio.widgets.when_done import WhenDone
 
 _SHOWN_METRICS = ("loss", "mse", "explained_variance", "l0", "aux_loss", "dead_fraction", "dense_fraction", "lr",
                   "tokens_per_s")
@@ -58,8 +66,6 @@ def _duration(seconds: float | None) -> str:
 
 class TrainingMonitor:
     def __init__(self, job, *, refresh_hz: float = 2.0, max_points: int = 2000):
-        from mistudio.jobs import Job
-
         self.job = job if isinstance(job, Job) else Job(str(job))
         self.architecture = (self.job.record().get("params") or {}).get("architecture")
         self.channel = keys.training_channel(self.job.id)
@@ -75,7 +81,7 @@ class TrainingMonitor:
         self.phase_progress: dict | None = None  # a preparation phase's done/total/unit/rate/remaining
         self.state = "queued"
         self.phase = ""
-        self.final: dict | None = None
+        self.final: TrainingCompleted | None = None
         self.error: str | None = None
         self.events_seen = 0
         self.done = False  # the run has ended (the state says how)
@@ -97,30 +103,37 @@ class TrainingMonitor:
     # --- state ------------------------------------------------------------------------
 
     def apply(self, event) -> None:
-        """Fold one event into the state (cheap; no widget is touched)."""
+        """Fold one event into the state (cheap; no widget is touched). Reads the event's typed
+        value (events/types.py), so it sees only fields its definition has."""
         self.events_seen += 1
-        data = event.data
-        if event.type in ("training.progress", "training.checkpoint", "training.completed"):
-            self.state = "running" if event.type != "training.completed" else "succeeded"
-        if event.type == "training.progress":
-            self.phase = data.get("phase", "training")
-            self.step = int(data.get("step", self.step))
-            self.total_steps = int(data.get("total_steps", self.total_steps) or 0)
-            self.eta_seconds = data.get("estimated_remaining_seconds")
+        value = event.payload
+        if isinstance(value, (TrainingProgress, TrainingCheckpoint)):
+            self.state = "running"
+        if isinstance(value, TrainingProgress):
+            self.phase = value.phase
+            self.step = value.step
+            self.total_steps = value.total_steps
+            self.eta_seconds = value.estimated_remaining_seconds
             if self.phase == "training":
                 self.phase_progress = None
-                self.metrics = data.get("metrics") or {}
+                self.metrics = value.metrics
                 self._add_points(self.metrics)
             else:
-                self.phase_progress = {k: data.get(f"phase_{k}") for k in ("done", "total", "unit", "rate",
-                                                                          "remaining_seconds")}
-        elif event.type == "training.completed":
-            self.final = data
-            self.step = int(data.get("step", self.total_steps or self.step))
+                self.phase_progress = {"done": value.phase_done, "total": value.phase_total, "unit": value.phase_unit,
+                                       "rate": value.phase_rate, "remaining_seconds": value.phase_remaining_seconds}
+        elif isinstance(value, TrainingCompleted):
+            self.state = "succeeded"
+            self.final = value
+            self.step = value.step if value.step is not None else (self.total_steps or self.step)
             self.done = True
-        elif event.type == "training.error":
+        elif isinstance(value, TrainingStopped):
+            self.state = "cancelled" if value.reason == "cancelled" else "failed"
+            self.step = value.step
+            self.error = None if value.reason == "cancelled" else f"stopped: {value.reason.replace('_', ' ')}"
+            self.done = True
+        elif isinstance(value, TrainingError):
             self.state = "failed"
-            self.error = str(data.get("error"))
+            self.error = value.error
             self.done = True
 
     def _add_points(self, metrics: dict) -> None:
@@ -152,7 +165,7 @@ class TrainingMonitor:
         steps = f"step {self.step:,}/{self.total_steps:,}" if self.total_steps else f"step {self.step:,}"
         percent = f"{100 * self.progress_fraction():.0f} %"
         if self.done:
-            took = _duration((self.final or {}).get("duration"))
+            took = _duration(self.final.duration if self.final else None)
             ended = f"{self.state} · {steps} ({percent})"
             return ended + (f" · took {took}" if self.final and took != "-" else "")
         if self.in_preparation():
@@ -200,12 +213,12 @@ class TrainingMonitor:
         if self.error:
             return f"<b style='color:#b00'>{html.escape(self.state)}</b>: {html.escape(self.error)}"
         if self.final:
-            metrics = self.final.get("final_metrics") or self.final
+            metrics = self.final.final_metrics
             first = [k for k in _SUMMARY_FIRST if k in metrics]  # what a researcher looks at first
             keys = first + [k for k in metrics if k not in first]
             parts = [f"{html.escape(k)} = {_fmt(metrics[k])}" for k in keys if isinstance(metrics[k], (int, float))
                      and not isinstance(metrics[k], bool)]
-            where = self.final.get("sae_path")
+            where = self.final.sae_path
             return "<b>Finished.</b> " + ", ".join(parts[:8]) + (f"<br>SAE: <code>{html.escape(where)}</code>" if where else "")
         return f"<b>{html.escape(self.state)}</b>"
 
@@ -308,7 +321,6 @@ class TrainingMonitor:
     def then(self, fn):
         """Run fn(job) on the kernel's loop when the run has ended; what it prints or returns is
         shown in place of this cell's waiting line. Returns at once: the kernel stays free."""
-        from mistudio.widgets.when_done import WhenDone
 
         return WhenDone(self.job, fn, monitor=self).show()
 

@@ -7,6 +7,8 @@ import time
 
 import ipywidgets as W
 
+from mistudio import events, lifecycle
+from mistudio.redis import keys
 from mistudio.widgets.polling import PollingView
 
 
@@ -32,9 +34,6 @@ class SystemView(PollingView):
         self.widget = W.VBox([W.HTML("<b>System</b>"), self.html])
 
     def fetch(self) -> dict:
-        from mistudio import events, lifecycle
-        from mistudio.redis import keys
-
         status = lifecycle.status()
         recent = events.history(keys.SYSTEM_ALERTS_CHANNEL)[-self.alerts:]
         status["recent_alerts"] = [{**e.data, "time": e.timestamp} for e in reversed(recent)]

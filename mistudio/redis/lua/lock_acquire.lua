@@ -1,4 +1,4 @@
--- Acquire a token-owned lock and number its holder (GPU locks, leader election).
+-- Acquire an exclusive lease and number its holder (GPU locks, leader election; coord/lease.py).
 --
 -- KEYS[1]  the lock, value "{n}|{owner}"      (keys.gpu_lock / keys.cluster_leader)
 -- KEYS[2]  its counter, never expires          (keys.gpu_fence / keys.cluster_term)

@@ -1,4 +1,4 @@
--- Release a lock only if we still hold it (compare-and-delete; GPU locks, leader).
+-- Release an exclusive lease only if we still hold it (compare-and-delete; coord/lease.py).
 --
 -- KEYS[1]  the lock               (keys.gpu_lock / keys.cluster_leader)
 -- ARGV[1]  the value we set       ("{n}|{owner}", from lock_acquire)

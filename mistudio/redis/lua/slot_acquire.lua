@@ -1,4 +1,4 @@
--- Take (or keep) one of N concurrency slots under a lease that expires with its holder.
+-- Take (or keep) one of N concurrency slots under a lease that expires with its holder (coord/lease.py).
 --
 -- KEYS[1]  sorted set holder token -> lease expiry, Redis TIME seconds (keys.concurrency_slots)
 -- ARGV[1]  number of slots

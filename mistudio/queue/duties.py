@@ -1,4 +1,4 @@
-"""The cluster duties the leader runs (every consumer process campaigns; one leads).
+"""The cluster duties the leader runs (every consumer process campaigns, coord/leader.py; one leads).
 
 - the reaper (requeue jobs whose lease expired, dead-letter repeat offenders), every
   `reap_interval` seconds: one process instead of every consumer polling every queue;
@@ -12,21 +12,24 @@ import logging
 import threading
 import time
 
+from mistudio.coord.heartbeat import healthy_workers
 from mistudio.coord.leader import Elector
+from mistudio.events import publish
+from mistudio.monitoring import Monitor
+from mistudio.queue.apps import huey_app
+from mistudio.queue.reaper import reap_once
+from mistudio.queue.routes import QUEUES
+from mistudio.redis import keys
+from mistudio.redis.connection import get_client
 from mistudio.settings import Settings
 
-logger = logging.getLogger("mistudio.coord.duties")
+logger = logging.getLogger("mistudio.queue.duties")
 
 STATUS_METRICS = ("used_memory_mb", "memory_usage", "mem_fragmentation_ratio", "instantaneous_ops_per_sec",
                   "connected_clients", "blocked_clients", "evicted_keys", "hit_rate")
 
 
 def status_event(elector: Elector, settings: Settings, metrics: dict, alerts: list[dict]) -> dict:
-    from mistudio.coord.heartbeat import healthy_workers
-    from mistudio.queue.apps import huey_app
-    from mistudio.queue.routes import QUEUES
-    from mistudio.redis.connection import get_client
-
     workers = healthy_workers(get_client("locks", settings=settings))
     return {
         "leader": elector.node_id,
@@ -45,11 +48,6 @@ class LeaderDuties(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from mistudio.events import publish
-        from mistudio.monitoring import Monitor
-        from mistudio.queue.reaper import reap_once
-        from mistudio.redis import keys
-
         monitor = Monitor(self.settings)
         next_status = 0.0
         while not self.stopped.wait(self.reap_interval):
