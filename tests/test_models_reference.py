@@ -16,15 +16,8 @@ from mistudio.errors import InvalidInput
 from mistudio.models import load_model
 from mistudio.models.folders import REFERENCE_NAME, inspect_model
 from mistudio.data.packing import pack_documents
-from mistudio.models.reference import (
-    CARD,
-    ReferenceConfig,
-    build_dir,
-    build_reference,
-    for_profile,
-    heldout_loss,
-    split_corpus,
-)
+from mistudio.models.reference_config import CARD, ReferenceConfig, for_profile
+from mistudio.reference_model import build_dir, build_reference, heldout_loss, split_corpus
 from mistudio.sae.checkpoint import CommitRefused
 from tests.ml_helpers import mistudio_home  # noqa: F401  (fixture)
 

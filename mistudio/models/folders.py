@@ -22,7 +22,7 @@ from mistudio.validation import exists, local_path, preview, shorten
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 # Names that mean "the bundled model" (compared lower-case).
 _BUNDLED_ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "bundled", "default"}
-# The offline causal LM that `mistudio.models.reference` trains once into MISTUDIO_HOME/models.
+# The offline causal LM that `mistudio.reference_model` trains once into MISTUDIO_HOME/models.
 REFERENCE_NAME = "mistudio-reference-gpt2"
 _REFERENCE_ALIASES = {REFERENCE_NAME, "reference", "reference-lm", "reflm"}
 BUILD_REFERENCE_HINT = ("build it once (a few CPU minutes) with `mistudio models build-reference` "
