@@ -25,8 +25,8 @@ _BUNDLED_ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-min
 # The offline causal LM that `mistudio.reference_model` trains once into MISTUDIO_HOME/models.
 REFERENCE_NAME = "mistudio-reference-gpt2"
 _REFERENCE_ALIASES = {REFERENCE_NAME, "reference", "reference-lm", "reflm"}
-BUILD_REFERENCE_HINT = ("build it once (a few CPU minutes) with `mistudio models build-reference` "
-                        "or mistudio.models.build_reference()")
+BUILD_REFERENCE_HINT = ("build it once (minutes on a CPU) with `mistudio models build-reference --wait`, "
+                        "or in Python mistudio.reference_model.build_reference()")
 # config.json keys for the same fact across architectures (transformers' attribute_map, e.g. GPT-2's n_embd).
 _KEYS = {
     "d_model": ("hidden_size", "n_embd", "d_model"),
