@@ -22,7 +22,7 @@ CARD = "reference.json"  # what was trained, how, and its held-out loss, beside 
 class ReferenceConfig:
     """Sizes and schedule of the reference LM. `for_profile()` picks them from MISTUDIO_PROFILE."""
 
-    # 4 x 128 wide: ~8k tokens/s on two idle CPU cores (4 x 256: ~2k), so 1200 steps (2.5M tokens,
+    # 4 x 128 wide: up to ~8k tokens/s on two CPU cores (4 x 256 ran ~500 under load), so 1200 steps (2.5M tokens,
     # ~5 epochs of the corpus) take minutes, not an hour.
     vocab_size: int = 4096
     n_layer: int = 4
