@@ -31,7 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 1.0, "top_p": 1.0, "seed": 0, "sweep": None,
 }
 FIELDS = ("training_id", "prompts", "features", *DEFAULTS)
-CAUSAL_EXAMPLE = "'gpt2' (hub id) or the offline reference causal LM (README: 'A causal LM offline')"
+CAUSAL_EXAMPLE = ("the offline reference LM (model='reference', built by `mistudio models build-reference --wait`) "
+                  "or a hub causal LM such as 'openai-community/gpt2'")
 
 
 def _number(value: Any, field: str, fix: str) -> float:
