@@ -230,3 +230,18 @@ def test_checking_a_request_imports_no_torch():
             "check_request({'training_id': 'r', 'prompts': ['x'], 'features': [{'index': 1, 'strength': 2}]}); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_character_split_across_byte_tokens_shows_once_whole_and_the_tokens_join_to_the_text(tiny_gpt2):
+    from mistudio.features.steering import _new_text
+
+    tokenizer = tiny_gpt2.tokenizer
+    text = "café ✓ naïve"
+    ids = tokenizer.encode(text)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # some token holds part of a character
+    row = {"token_ids": [], "_shown": 0}
+    pieces = []
+    for token_id in ids:
+        row["token_ids"].append(token_id)
+        pieces.append(_new_text(tokenizer, row))
+    assert "".join(pieces) == text and not any("\ufffd" in piece for piece in pieces)

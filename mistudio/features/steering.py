@@ -172,7 +172,7 @@ def _generate(lm, tokenizer, sae, hook_point, request, ids, rows, values, prompt
     generators = [torch.Generator().manual_seed(request["seed"]) for _ in range(n_rows)]
     eos = tokenizer.eos_token_id
     done = [False] * n_rows
-    results = [{"text": "", "tokens": [], "token_ids": [], "logprobs": []} for _ in range(n_rows)]
+    results = [{"text": "", "tokens": [], "token_ids": [], "logprobs": [], "_shown": 0} for _ in range(n_rows)]
     inputs = torch.tensor([ids] * n_rows, device=device)
     past, stopped = None, False
     with intervening(lm, sae, hook_point, edit) as state:
@@ -190,10 +190,10 @@ def _generate(lm, tokenizer, sae, hook_point, request, ids, rows, values, prompt
                 if token_id == eos:  # the row ends here; the EOS itself is not part of the text
                     done[r] = True
                     continue
-                token = tokenizer.decode([token_id])
                 res = results[r]
-                res["tokens"].append(token)
                 res["token_ids"].append(token_id)
+                token = _new_text(tokenizer, res)
+                res["tokens"].append(token)
                 res["logprobs"].append(logprob)
                 if on_token is not None:
                     on_token({"prompt_index": prompt_index, "branch": "default" if r == 0 else "steered",
@@ -204,4 +204,15 @@ def _generate(lm, tokenizer, sae, hook_point, request, ids, rows, values, prompt
             inputs = chosen[:, None]
     for res in results:
         res["text"] = tokenizer.decode(res["token_ids"])
+        del res["_shown"]
     return results, stopped
+
+
+def _new_text(tokenizer, res: dict) -> str:
+    """The text the row's latest token adds. A byte-level token can end inside a multi-byte character:
+    its text waits ("") until the character is whole, so the tokens always join to the row's text."""
+    text = tokenizer.decode(res["token_ids"])
+    if text.endswith("\ufffd"):
+        return ""
+    shown, res["_shown"] = res["_shown"], len(text)
+    return text[shown:]
