@@ -12,7 +12,7 @@ import torch
 from ml_helpers import tiny_gpt2, tiny_gpt2_dir  # noqa: F401  (fixtures)
 
 from mistudio.redis import keys
-from mistudio.features.steer_request import check_request
+from mistudio.steering_request import check_request
 from mistudio.features.steering import steer
 from mistudio.sae import ReluSAE
 from mistudio.widgets.steering import SteeringPanel, shade, tokens_html
