@@ -88,6 +88,22 @@ def save_tiny_gpt2(folder: Path) -> Path:
     return folder
 
 
+def analysed_gpt2_run(training_id: str, model_folder: Path) -> Path:
+    """A run of the tiny GPT-2 (saved to model_folder) trained for 20 steps and analysed, under runs/:
+    the SAE the steering tests steer with."""
+    from mistudio.features import extract_features
+    from mistudio.settings import get_settings
+    from mistudio.training import prepare_and_train, prepare_config
+
+    model = save_tiny_gpt2(model_folder)
+    config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
+                             "log_every": 5, "device": "cpu"})
+    run_dir = get_settings().runs_dir / training_id
+    prepare_and_train(config, run_dir, evaluate=False)
+    extract_features(run_dir, n_tokens=500)
+    return run_dir
+
+
 @pytest.fixture
 def mistudio_home(tmp_path, monkeypatch):
     """An empty MISTUDIO_HOME and the small `ci` profile, for one test."""

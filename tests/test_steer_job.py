@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 from helpers import run_cli
-from ml_helpers import save_tiny_gpt2
+from ml_helpers import analysed_gpt2_run
 
 import mistudio.generation as generation
-from mistudio import events, jobs, limits
+from mistudio import events, limits
 from mistudio.errors import InvalidInput
 from mistudio.redis import keys
 from mistudio.settings import get_settings
@@ -28,15 +28,9 @@ PROMPT = "The function returns"
 @pytest.fixture(scope="module")
 def steer_run(mistudio_home, tmp_path_factory):
     """A trained run on the tiny GPT-2 with its feature analysis, and an encoder (MiniLM) twin."""
-    from mistudio.features import extract_features, load_feature_table
-    from mistudio.training import prepare_and_train, prepare_config
+    from mistudio.features import load_feature_table
 
-    model = save_tiny_gpt2(tmp_path_factory.mktemp("steer-gpt2"))
-    config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
-                             "log_every": 5, "device": "cpu"})
-    run_dir = get_settings().runs_dir / TRAINING_ID
-    prepare_and_train(config, run_dir, evaluate=False)
-    extract_features(run_dir, n_tokens=500)
+    run_dir = analysed_gpt2_run(TRAINING_ID, tmp_path_factory.mktemp("steer-gpt2"))
     shutil.copytree(run_dir, get_settings().runs_dir / "tr_steer_unanalysed", ignore=shutil.ignore_patterns("features"))
     # The same SAE said to belong to the bundled encoder: a run whose model has no LM head.
     encoder = get_settings().runs_dir / "tr_steer_encoder"

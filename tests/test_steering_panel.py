@@ -101,18 +101,11 @@ JOB_RUN = "tr_panelsteer"
 @pytest.fixture(scope="module")
 def steer_run(mistudio_home, tmp_path_factory):
     """A run of the tiny GPT-2 trained for a few steps, with its feature analysis; its strongest feature."""
-    from ml_helpers import save_tiny_gpt2
+    from ml_helpers import analysed_gpt2_run
 
-    from mistudio.features import extract_features, load_feature_table
-    from mistudio.settings import get_settings
-    from mistudio.training import prepare_and_train, prepare_config
+    from mistudio.features import load_feature_table
 
-    model = save_tiny_gpt2(tmp_path_factory.mktemp("panel-gpt2"))
-    config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
-                             "log_every": 5, "device": "cpu"})
-    run_dir = get_settings().runs_dir / JOB_RUN
-    prepare_and_train(config, run_dir, evaluate=False)
-    extract_features(run_dir, n_tokens=500)
+    run_dir = analysed_gpt2_run(JOB_RUN, tmp_path_factory.mktemp("panel-gpt2"))
     return int(load_feature_table(run_dir)["max"].idxmax())
 
 

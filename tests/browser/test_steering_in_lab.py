@@ -13,10 +13,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from ml_helpers import save_tiny_gpt2
+from ml_helpers import analysed_gpt2_run
 
 from labdriver import WIDGET_ERROR, Notebook, wait_until
-from mistudio.settings import get_settings
 from mistudio.views.display import WIDGET_MIME
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -29,15 +28,9 @@ PROMPT = "The function returns"
 @pytest.fixture(scope="module")
 def steer_run(mistudio_home, tmp_path_factory):
     """A trained, analysed run on the tiny GPT-2; the feature with the highest max activation."""
-    from mistudio.features import extract_features, load_feature_table
-    from mistudio.training import prepare_and_train, prepare_config
+    from mistudio.features import load_feature_table
 
-    model = save_tiny_gpt2(tmp_path_factory.mktemp("lab-gpt2"))
-    config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
-                             "log_every": 5, "device": "cpu"})
-    run_dir = get_settings().runs_dir / TRAINING_ID
-    prepare_and_train(config, run_dir, evaluate=False)
-    extract_features(run_dir, n_tokens=500)
+    run_dir = analysed_gpt2_run(TRAINING_ID, tmp_path_factory.mktemp("lab-gpt2"))
     table = load_feature_table(run_dir)
     return int(table["max"].idxmax())
 
