@@ -61,7 +61,7 @@ bench: $(STAMP)
 # The browser test (JupyterLab in Chromium) writes what it sees into docs/: the monitor mid-run and at
 # the end, a feature card. CI runs the same test without rewriting docs/.
 docs-screenshots: $(STAMP)
-	MISTUDIO_SCREENSHOTS=$(CURDIR)/docs MISTUDIO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q
+	MISTUDIO_SCREENSHOTS=$(CURDIR)/docs MISTUDIO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q  # MISTUDIO_SCREENSHOT_MODEL=folder: the SteeringPanel on that causal LM
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

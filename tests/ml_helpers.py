@@ -88,14 +88,14 @@ def save_tiny_gpt2(folder: Path) -> Path:
     return folder
 
 
-def analysed_gpt2_run(training_id: str, model_folder: Path) -> Path:
-    """A run of the tiny GPT-2 (saved to model_folder) trained for 20 steps and analysed, under runs/:
-    the SAE the steering tests steer with."""
+def analysed_gpt2_run(training_id: str, model_folder: Path, model: str | None = None) -> Path:
+    """A run of the tiny GPT-2 (saved to model_folder), or of `model`, trained for 20 steps and analysed,
+    under runs/: the SAE the steering tests steer with."""
     from mistudio.features import extract_features
     from mistudio.settings import get_settings
     from mistudio.training import prepare_and_train, prepare_config
 
-    model = save_tiny_gpt2(model_folder)
+    model = model or save_tiny_gpt2(model_folder)
     config = prepare_config({"model": str(model), "steps": 20, "eval_every": 0, "checkpoint_every": 10,
                              "log_every": 5, "device": "cpu"})
     run_dir = get_settings().runs_dir / training_id

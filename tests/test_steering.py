@@ -136,6 +136,7 @@ def test_stream_tokens_equal_the_returned_completions(tiny_gpt2, sae):
             assert [e["position"] for e in mine] == list(range(len(completion["token_ids"])))
             assert [e["token_id"] for e in mine] == completion["token_ids"]
             assert [e["token"] for e in mine] == completion["tokens"]
+            assert "".join(completion["tokens"]) == completion["text"]
             assert [e["logprob"] for e in mine] == completion["logprobs"]
     steered = result["prompts"][0]["steered"]
     assert [s["strength"] for s in steered] == [0.0, 5.0, 20.0]  # one completion per sweep strength

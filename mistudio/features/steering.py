@@ -203,7 +203,9 @@ def _generate(lm, tokenizer, sae, hook_point, request, ids, rows, values, prompt
                 break
             inputs = chosen[:, None]
     for res in results:
-        res["text"] = tokenizer.decode(res["token_ids"])
+        text = tokenizer.decode(res["token_ids"])
+        # A last token that ends inside a character leaves only its replacement mark: not text.
+        res["text"] = "".join(res["tokens"]) if text.endswith("\ufffd") else text
         del res["_shown"]
     return results, stopped
 

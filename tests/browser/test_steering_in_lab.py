@@ -2,7 +2,9 @@
 and analysed here): press Steer, watch tokens appear in the default and steered columns, save,
 reopen with the kernel gone and find the comparison there as plain HTML.
 
-With MISTUDIO_SCREENSHOTS naming a folder it writes steering-panel.png there (`make docs-screenshots`)."""
+With MISTUDIO_SCREENSHOTS naming a folder it writes steering-panel.png there (`make docs-screenshots`);
+MISTUDIO_SCREENSHOT_MODEL names a causal LM to use instead (e.g. the reference LM's folder: a random
+model's log-probs barely move, so its shading shows little)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def steer_run(mistudio_home, tmp_path_factory):
     """A trained, analysed run on the tiny GPT-2; the feature with the highest max activation."""
     from mistudio.features import load_feature_table
 
-    run_dir = analysed_gpt2_run(TRAINING_ID, tmp_path_factory.mktemp("lab-gpt2"))
+    run_dir = analysed_gpt2_run(TRAINING_ID, tmp_path_factory.mktemp("lab-gpt2"),
+                                model=os.environ.get("MISTUDIO_SCREENSHOT_MODEL"))
     table = load_feature_table(run_dir)
     return int(table["max"].idxmax())
 
