@@ -80,6 +80,8 @@ def test_quickstart_run_all_watch_type_save_reopen_then_explore_its_features(lab
     wait_until(lambda: "explained_variance" in later.inner_text(), 60, message="after_training's output")
     text = monitor.inner_text()
     assert "succeeded · step" in text and "(100 %)" in text
+    # Lab's Plotly renderer draws the static figure a moment after the summary's text appears.
+    wait_until(lambda: figures(monitor) >= 1, 60, message="the monitor's static figure")
     assert figures(monitor) == 1 and monitor.locator(".widget-hprogress").count() == 0
     assert monitor.locator(".jp-OutputArea-output").count() == 2
     assert "d_in 384" in later.inner_text() and WIDGET_ERROR not in nb.text()
