@@ -25,9 +25,12 @@ RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 EXPORT = "sae"
-EXPORT_WEIGHTS = "sae_weights.safetensors"  # in EXPORT, with EXPORT_CONFIG: what sae/export.py writes
+# The SAELens layout's files in EXPORT (sae/export.py writes and reads them by these names).
+EXPORT_WEIGHTS = "sae_weights.safetensors"
 EXPORT_CONFIG = "cfg.json"
+EXPORT_SPARSITY = "sparsity.safetensors"
 FEATURES = "features"
+FEATURE_TABLE = "features.parquet"  # in FEATURES: one row per feature (features/store.py writes it)
 REPORT = "report.html"
 
 

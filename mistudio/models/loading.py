@@ -23,10 +23,11 @@ from mistudio.models.folders import (  # noqa: F401  (BUNDLED_NAME, bundled_mode
     BUNDLED_NAME,
     bundled_model_path,
     check_weights,
+    config_has_lm_head,
     resolve_model_path,
     unknown_model,
 )
-from mistudio.models.metadata import config_has_lm_head, model_metadata, stored_dtype
+from mistudio.models.metadata import model_metadata, stored_dtype
 from mistudio.settings import get_settings
 
 _DTYPES = {

@@ -11,19 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mistudio.models.folders import config_has_lm_head
 from mistudio.models.hooks import LAYOUTS, _unwrap, hook_point_names
-
-_LM_HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-
-
-def config_has_lm_head(config: Any) -> bool:
-    """Whether the checkpoint is a causal LM (so `AutoModelForCausalLM` gives it an LM head)."""
-    archs = getattr(config, "architectures", None) or []
-    if archs:
-        return any(a.endswith(_LM_HEAD_SUFFIXES) for a in archs)
-    layout = LAYOUTS.get(getattr(config, "model_type", None))
-    return bool(layout and layout.causal)
-
 
 def _count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() skips tied duplicates

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 import mistudio
 from mistudio.errors import InvalidInput
+from mistudio.runs import EXPORT, EXPORT_CONFIG, EXPORT_SPARSITY, EXPORT_WEIGHTS
 from mistudio.sae import registry
 from mistudio.sae.base import SparseAutoencoder
 from mistudio.sae.checkpoint import commit_dir, latest_checkpoint, load_checkpoint
@@ -96,11 +97,11 @@ def export_saelens(
     tmp = temp_sibling(path)  # named after this process: a killed export's leftover is removed later
     tmp.mkdir()
     try:
-        save_file(saelens_state_dict(sae), tmp / "sae_weights.safetensors")
+        save_file(saelens_state_dict(sae), tmp / EXPORT_WEIGHTS)
         cfg = saelens_config(sae, config, metrics)
-        (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2))
         if log_feature_sparsity is not None:
-            save_file({"sparsity": log_feature_sparsity.detach().float().cpu().contiguous()}, tmp / "sparsity.safetensors")
+            save_file({"sparsity": log_feature_sparsity.detach().float().cpu().contiguous()}, tmp / EXPORT_SPARSITY)
         commit_dir(tmp, path, step, before_commit)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -111,12 +112,12 @@ def export_saelens(
 def load_sae(path: Path | str, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """An inference SAE (eval mode, takes raw activations) from an export, a checkpoint or a run folder."""
     path = Path(path)
-    if (path / "sae_weights.safetensors").is_file():
+    if (path / EXPORT_WEIGHTS).is_file():
         return _load_export(path).to(device)
     if (path / "sae.safetensors").is_file():
         return _load_checkpoint(path).to(device)
-    if (path / "sae" / "sae_weights.safetensors").is_file():
-        return _load_export(path / "sae").to(device)
+    if (path / EXPORT / EXPORT_WEIGHTS).is_file():
+        return _load_export(path / EXPORT).to(device)
     latest = latest_checkpoint(path)
     if latest is not None:
         return _load_checkpoint(latest).to(device)
@@ -124,14 +125,14 @@ def load_sae(path: Path | str, device: str | torch.device = "cpu") -> SparseAuto
 
 
 def _load_export(path: Path) -> SparseAutoencoder:
-    cfg = json.loads((path / "cfg.json").read_text())
+    cfg = json.loads((path / EXPORT_CONFIG).read_text())
     meta = cfg.get("metadata") or {}
     name = meta.get("training_architecture") or registry.from_saelens_name(cfg["architecture"]).name
     cls = registry.get_architecture(name)
     hparams = {**(meta.get("mistudio_hparams") or {}), **cls.hparams_from_saelens(cfg)}
     dtype = getattr(torch, cfg.get("dtype", "float32").replace("torch.", ""))
     sae = cls(cfg["d_in"], cfg["d_sae"], dtype=dtype, **hparams)
-    sae.load_saelens_state_dict(load_file(path / "sae_weights.safetensors"))
+    sae.load_saelens_state_dict(load_file(path / EXPORT_WEIGHTS))
     return sae.eval()
 
 

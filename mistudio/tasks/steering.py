@@ -19,14 +19,10 @@ from mistudio import events, runs
 from mistudio.errors import InvalidInput
 from mistudio.events import GenerationCompleted, GenerationError, GenerationStopped, GenerationToken, Publisher
 from mistudio.steering_request import check_against_model, check_request
-from mistudio.models.folders import plain_metadata, read_config, resolve_model_path
-from mistudio.models.hook_names import LAYOUTS
+from mistudio.models.folders import config_has_lm_head, plain_metadata, read_config, resolve_model_path
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.tasks.training import FINAL_STOPS
-
-_LM_HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel")  # as models/metadata.py's config_has_lm_head (torch)
-
 
 def sae_info(folder: runs.RunFolder) -> dict:
     """The run's SAE facts from its export's cfg.json: d_sae, hook point, model."""
@@ -44,17 +40,9 @@ def sae_info(folder: runs.RunFolder) -> dict:
                            "train it again, or retry its train_sae job") from None
 
 
-def _has_lm_head(config: dict) -> bool:
-    archs = config.get("architectures") or []
-    if archs:
-        return any(isinstance(a, str) and a.endswith(_LM_HEAD_SUFFIXES) for a in archs)
-    layout = LAYOUTS.get(config.get("model_type"))
-    return bool(layout and layout.causal)
-
-
 def max_activations(folder: runs.RunFolder, indices: list[int]) -> dict[int, float] | None:
     """{feature: max activation} from the run's feature analysis (None if it has none)."""
-    path = folder.features / "features.parquet"
+    path = folder.features / runs.FEATURE_TABLE
     if not path.is_file():
         return None
     import pyarrow.parquet as pq  # why: 0.2 s to import, only when strengths are in max-activation units
@@ -73,7 +61,7 @@ def validate_steer(params: dict) -> dict:
     sae = sae_info(folder)
     name, path = resolve_model_path(sae["model"], download=False)
     config = read_config(name, path)
-    metadata = {**plain_metadata(name, path, config), "has_lm_head": _has_lm_head(config)}
+    metadata = {**plain_metadata(name, path, config), "has_lm_head": config_has_lm_head(config)}
     tops = max_activations(folder, [f["index"] for f in request["features"]]) if _needs_max(request) else None
     check_against_model(request, d_sae=sae["d_sae"], model_metadata=metadata, model_name=name, max_activations=tops)
     return request
