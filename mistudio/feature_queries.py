@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from mistudio import cache, runs
+from mistudio import cache, run_location
 from mistudio.errors import InvalidInput
 from mistudio.training import model_config
 
@@ -32,7 +32,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def run_dir(training_id: str) -> Path:
     """The run folder of a training id (InvalidInput for a malformed or unknown id)."""
-    return runs.existing(training_id).path
+    return run_location.locate(training_id).path
 
 
 def dictionary_stats(training_id: str) -> dict:
@@ -132,7 +132,7 @@ def ranking(training_id: str, by: str = "density") -> list[int]:
 
 def overview(training_id: str) -> dict:
     """What a report or browser header shows: the run, its model and dataset, the dictionary."""
-    info = runs.existing(training_id).read_info()
+    info = run_location.locate(training_id).read_info()
     out = {"training_id": training_id, "run": info, "stats": dictionary_stats(training_id), "time": time.time()}
     try:
         out["model"] = model_info(info["model"])

@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 
-from mistudio import monitoring, services
+from mistudio import monitoring, preflight, services
 from mistudio.coord import leader
 from mistudio.queue import supervisor
 from mistudio.queue.routes import QUEUES
@@ -18,6 +18,8 @@ from mistudio.settings import Settings, get_settings
 def up(settings: Settings | None = None, *, workers: bool = True) -> dict:
     """Start (or reuse) the embedded Redis and the queue workers. Idempotent; returns status()."""
     settings = settings or get_settings()
+    if workers:
+        preflight.check_worker_host(settings)  # refused before anything starts
     if not settings.redis_url:
         server.start(settings)
         reset_pools()  # the server may be on a new port

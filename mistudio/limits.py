@@ -4,6 +4,7 @@
     allowed, remaining, reset_at, retry_after = limits.hit(["api"])      # the seed's 4 values
     decision = limits.check_submit("train_sae")  # raises RateLimited: what jobs.submit calls
     limits.refund(decision)                    # the request did not happen after all (submit failed)
+    limits.hit_api("alice").headers()          # one HTTP API request by a user: X-RateLimit-* headers
 
 Concurrency limits (N slots under leases) are mistudio.coord.slots.
 
@@ -21,7 +22,9 @@ and it stamps requests with each caller's clock, which differs between devices.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -36,6 +39,9 @@ from mistudio.redis.connection import RedisFull, get_client, is_out_of_memory
 from mistudio.redis.scripts import script
 from mistudio.settings import Settings, get_settings
 from mistudio.tasks import all_tasks
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,20 @@ def refund(decision: Decision | None, *, client=None, settings: Settings | None 
         return False
     client = client or get_client("ratelimit", settings=settings)
     return int(script(client, "ratelimit_refund")(keys=list(decision.keys), args=[decision.member])) > 0
+
+
+def user_subject(user: str) -> str:
+    """The rate-limit subject of an HTTP API user: 'user:{name}' for a plain name, else a digest
+    of it (a user name is input: it must not shape Redis keys)."""
+    if isinstance(user, str) and _PLAIN_NAME.fullmatch(user):
+        return f"user:{user}"
+    return "user-sha256:" + hashlib.sha256(str(user).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def hit_api(user: str, *, windows: Iterable[Window] | None = None, settings: Settings | None = None) -> Decision:
+    """Count one HTTP API request by `user` against the API tier (windows: a test's override).
+    The Decision's headers() are the response's X-RateLimit-* (and Retry-After when refused)."""
+    return hit(list(windows) if windows is not None else [config.API_TIER], user_subject(user), settings=settings)
 
 
 def check_submit(task: str, subject: str = "global", settings: Settings | None = None) -> Decision | None:

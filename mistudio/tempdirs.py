@@ -1,13 +1,16 @@
 """Temp folders that name their writer, so a crash's leftovers can be told from live work.
 
 Results are written into a hidden sibling folder and renamed into place when complete.
-A process killed mid-write leaves that folder behind; its name carries the writer's pid,
-so the next writer removes the folders whose owner is gone and never one a live
-process still writes into. (Same host only: MISTUDIO_HOME is per device.)
+A process killed mid-write leaves that folder behind; its name carries the writer's pid
+and a tag of its device (MISTUDIO_DEVICE_ID), so the next writer removes the folders whose
+owner is gone and never one a live process still writes into. A pid means something only on
+its own device: in a run store that several devices mount, another device's temp folders are
+left alone (their writer may be alive there). Untagged (older) names count as this device's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -16,19 +19,30 @@ from pathlib import Path
 
 import psutil
 
-# .tmp-{name}-{pid}-{8 hex}, .old-{name}-{pid}-{8 hex}, and .{name}.tmp-{pid} (the activation cache's older name).
-_OWNED = re.compile(r"^\.(?:(?:tmp|old)-.+-(?P<pid>\d+)-[0-9a-f]{8}|.+\.tmp-(?P<legacy>\d+))$")
+from mistudio.settings import get_settings
+
+# .tmp-{name}-{pid}@{device tag}-{8 hex}, .old-... (a swap), the same without @{tag} (older), and
+# .{name}.tmp-{pid} (the activation cache's older name).
+_OWNED = re.compile(r"^\.(?:(?:tmp|old)-.+-(?P<pid>\d+)(?:@(?P<device>[0-9a-f]{8}))?-[0-9a-f]{8}"
+                    r"|.+\.tmp-(?P<legacy>\d+))$")
+
+
+def _device_tag() -> str:
+    return hashlib.sha256(get_settings().device_id.encode()).hexdigest()[:8]
 
 
 def temp_sibling(final: Path | str, kind: str = "tmp") -> Path:
     """A hidden sibling of final for this process to write into (kind: tmp, or old for a swap)."""
     final = Path(final)
-    return final.with_name(f".{kind}-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return final.with_name(f".{kind}-{final.name}-{os.getpid()}@{_device_tag()}-{uuid.uuid4().hex[:8]}")
 
 
 def owner_pid(path: Path | str) -> int | None:
+    """The writer's pid if it wrote on this device (None: not a temp folder, or another device's)."""
     match = _OWNED.match(Path(path).name)
-    return None if match is None else int(match["pid"] or match["legacy"])
+    if match is None or (match["device"] and match["device"] != _device_tag()):
+        return None
+    return int(match["pid"] or match["legacy"])
 
 
 def _alive(pid: int) -> bool:

@@ -82,6 +82,21 @@ def _acl_log() -> list[dict]:
 
 
 @pytest.fixture
+def private_redis(tmp_path, monkeypatch):
+    """A server of this test's own, to kill and restart (its state: pid, port...);
+    the session's server is shared by every other test."""
+    from mistudio.redis import server
+    from mistudio.redis.connection import reset_pools
+
+    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home"))
+    reset_pools()
+    state = server.start()
+    yield state
+    server.stop()
+    reset_pools()
+
+
+@pytest.fixture
 def redis_admin(redis_server):
     """admin("queue"): a client as the admin user, for tests that must CONFIG SET or write
     outside miStudio's key families. ACL LOG entries a test provokes on purpose it resets."""

@@ -53,3 +53,15 @@ def test_a_generated_option_refuses_a_field_of_another_architecture(redis_db):
     assert out.stderr.startswith("error: aux_k: only applies to topk or batchtopk, not architecture 'relu'")
     out = run_cli("train", "--dtype", "int8")
     assert out.returncode == 2 and "'int8' is not one of 'float32', 'float64'" in out.stderr
+
+
+def test_sweep_options_queue_one_job_with_every_combination(redis_db):
+    out = run_cli("train", "--sweep", "k=8,16", "--sweep", "expansion-factor=4,8", "--steps", "20", "--json")
+    assert out.returncode == 0, out.stderr
+    members = json.loads(out.stdout)["sweep"]
+    assert [(m["k"], m["expansion_factor"]) for m in members] == [(8, 4), (8, 8), (16, 4), (16, 8)]
+    assert {m["steps"] for m in members} == {20}  # a shared option reaches every member
+    out = run_cli("train", "--sweep", "k=8,100000")
+    assert out.returncode == 1 and out.stderr.startswith("error: sweep[1].k: k=100000 is larger than d_sae")
+    out = run_cli("train", "--sweep", "banana=1,2")
+    assert out.returncode == 1 and "'banana' is not a training config field" in out.stderr

@@ -10,7 +10,8 @@ import pytest
 import torch
 from ml_helpers import minilm, tiny_gpt2, tiny_gpt2_dir  # noqa: F401  (fixtures)
 
-from mistudio.data import ActivationCache, ActivationStore, build_activation_cache, process_dataset
+from mistudio.data import (ActivationCache, ActivationStore, build_activation_cache, build_activation_caches,
+                           process_dataset)
 from mistudio.data.packing import PackedTokens
 from mistudio.errors import InvalidInput
 from mistudio.models import capture_activations
@@ -166,3 +167,23 @@ def test_bad_inputs(cache, tiny_gpt2, dataset, home):
     live = ActivationStore.from_model(tiny_gpt2, "blocks.0.hook_mlp_out", dataset, batch_size=8)
     with pytest.raises(InvalidInput, match="state: was saved for other activations"):
         store.load_state_dict(live.state_dict())
+
+
+def test_several_hook_points_are_cached_in_one_pass_row_aligned(home, tiny_gpt2, dataset, cache):
+    calls = []
+    net = tiny_gpt2.model
+    handle = net.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        caches = build_activation_caches(
+            tiny_gpt2, {HOOK: home / "caches" / "multi-1", "blocks.0.hook_resid_post": home / "caches" / "multi-0"},
+            dataset, batch_contexts=10)
+    finally:
+        handle.remove()
+    assert len(calls) == 4  # 40 contexts, 10 a batch: one forward pass per batch for both hook points
+    assert torch.equal(caches[HOOK].read(), cache.read())  # the same rows as the one-hook cache
+    one = capture_activations(tiny_gpt2, ["blocks.0.hook_resid_post"], dataset.tokens.input_ids[:1],
+                              dataset.tokens.attention_mask[:1])["blocks.0.hook_resid_post"][0]
+    first = one[dataset.tokens.activation_mask[0]]
+    assert torch.equal(caches["blocks.0.hook_resid_post"].read(0, len(first)), first)
+    again = build_activation_caches(tiny_gpt2, {HOOK: home / "caches" / "multi-1"}, dataset)
+    assert again[HOOK].path == caches[HOOK].path  # complete caches are kept

@@ -65,20 +65,6 @@ def face(request):
         sub.close()
 
 
-@pytest.fixture
-def private_redis(tmp_path, monkeypatch):
-    """A server of this test's own, to kill and restart (its state: pid, port...)."""
-    from mistudio.redis import server
-    from mistudio.redis.connection import reset_pools
-
-    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home"))
-    reset_pools()
-    state = server.start()
-    yield state
-    server.stop()
-    reset_pools()
-
-
 def _kill_and_start(state: dict, outage: float) -> dict:
     """SIGKILL the server (no save: what was not yet on disk is lost), wait, start it again."""
     from mistudio.redis import server
@@ -316,6 +302,31 @@ def test_a_redis_restart_mid_stream_loses_nothing(face, private_redis):
     assert [e.seq for e in got] == list(range(6, 21))
     assert sub.get(timeout=1.5) is None
     assert sub.reconnects == 1
+
+
+def test_one_connection_follows_a_changing_set_of_channels(redis_db):
+    """add/remove on an open subscription (what the JupyterLab fan-out does per socket): the new
+    channel's history after its seq, then live; a removed channel is UNSUBSCRIBEd and goes quiet."""
+    numsub = lambda name: dict(redis_db("pubsub").pubsub_numsub(name))[name]  # noqa: E731
+    with pytest.raises(InvalidInput, match="channels"):
+        events.Subscription([])
+    a, b = "training:tr_dyn_a", "training:tr_dyn_b"
+    with events.Subscription([], empty_ok=True) as sub:
+        assert sub.get(timeout=0.3) is None  # nothing to listen to yet: it waits
+        events.publish(a, events.TrainingProgress(step=0, total_steps=9))
+        sub.add(a)
+        assert (sub.get(timeout=5).channel, sub.get(timeout=0)) == (a, None)
+        events.publish(b, events.TrainingProgress(step=0, total_steps=9))
+        sub.add(b, after_seq=None)  # from its end: the event before is not delivered
+        wait_for(lambda: numsub(b) == 1 or sub.get(timeout=0.1), message="b subscribed")
+        events.publish(b, events.TrainingProgress(step=1, total_steps=9))
+        got = sub.get(timeout=5)
+        assert (got.channel, got.seq) == (b, 2)
+        sub.remove(a)
+        wait_for(lambda: numsub(a) == 0 or sub.get(timeout=0.1), message="a unsubscribed")
+        assert numsub(a) == 0 and numsub(b) == 1 and sub.channels == [b]
+        events.publish(a, events.TrainingProgress(step=1, total_steps=9))
+        assert sub.get(timeout=1.5) is None
 
 
 def test_async_subscription(redis_db):

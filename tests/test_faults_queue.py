@@ -398,6 +398,21 @@ def test_temp_folders_of_dead_writers_go_and_live_ones_stay(tmp_path):
     assert all(path.is_dir() for path in kept)
 
 
+def test_in_a_shared_run_store_only_this_devices_dead_writers_leftovers_go(tmp_path, monkeypatch):
+    """A pid means something only on its own device: another device's writer may be alive there."""
+    from mistudio.tempdirs import remove_abandoned, temp_sibling
+
+    monkeypatch.setenv("MISTUDIO_DEVICE_ID", "dev-a")
+    dead = _dead_pid()
+    written_on_a = temp_sibling(tmp_path / "step_000000040").name.replace(f"-{os.getpid()}@", f"-{dead}@")
+    monkeypatch.setenv("MISTUDIO_DEVICE_ID", "dev-b")
+    written_on_b = temp_sibling(tmp_path / "step_000000020").name.replace(f"-{os.getpid()}@", f"-{dead}@")
+    for name in (written_on_a, written_on_b):
+        (tmp_path / name).mkdir()
+    assert remove_abandoned(tmp_path) == [tmp_path / written_on_b]
+    assert (tmp_path / written_on_a).is_dir()
+
+
 # --- training.error on every failure path ------------------------------------------------
 
 

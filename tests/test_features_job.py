@@ -79,6 +79,9 @@ def test_the_job_runs_on_a_gpu_worker_with_progress_events(extracted, trained):
     assert progress[-1].data["done"] == progress[-1].data["total"]
     assert history[-1].type == "features.completed" and history[-1].data["status"] == "succeeded"
     assert history[-1].data["extraction_id"] == result["extraction_id"]
+    # How well the SAE reconstructs the held-out text, in the result and the completed event alike.
+    assert 0 < result["explained_variance"] < 1 and result["fvu"] == pytest.approx(1 - result["explained_variance"])
+    assert history[-1].data["explained_variance"] == result["explained_variance"]
     assert (trained / "features" / "summary.json").is_file()
 
 

@@ -134,6 +134,131 @@ def test_everything_mistudio_does_runs_as_the_app_user(workers, redis_admin):
     assert _app_refusals(admin) == []
 
 
+def test_a_training_its_features_and_status_run_entirely_as_the_app_user(workers, redis_admin):
+    """The whole path a user takes (train, extract, read the features, status) refused nothing."""
+    from mistudio import feature_queries
+
+    admin = redis_admin()
+    admin.acl_log_reset()
+    workers.start("gpu", lease=10)
+    training = jobs.submit("train_sae", {"steps": 30, "checkpoint_every": 10, "log_every": 5})
+    assert training.result(timeout=300)["final_metrics"]["step"] == 30
+    extraction = jobs.submit("extract_features", {"training_id": training.id, "n_tokens": 1500})
+    assert extraction.result(timeout=300)["total_features"] > 0
+    assert feature_queries.dictionary_stats(training.id)["total_features"] > 0
+    status = lifecycle.status()
+    assert status["redis"]["user"] == acl.APP_USER and status["workers"] and status["leader"]
+    assert {c["user"] for c in admin.client_list()} - {acl.ADMIN_USER} == {acl.APP_USER}
+    assert _app_refusals(admin) == []
+
+
+def _local_address() -> str | None:
+    """An IPv4 address of this machine beyond loopback (None: it has none)."""
+    import psutil
+    import socket
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
+@pytest.fixture
+def open_redis(tmp_path):
+    """redis(password) -> URL: a Redis on this machine's non-loopback address, as people run it by
+    mistake (protected mode off, no password) or with a requirepass."""
+    from mistudio.redis import server
+
+    host = _local_address()
+    if host is None:
+        pytest.skip("this machine has no address beyond loopback")
+    procs = []
+
+    def start(password: str | None) -> str:
+        binary, _ = server.find_binary()
+        port = server.free_port(host)
+        config = tmp_path / f"open-{port}.conf"
+        config.write_text(f"port {port}\nbind {host}\nprotected-mode no\nsave \"\"\ndir \"{tmp_path}\"\n"
+                          + (f"requirepass {password}\n" if password else ""))
+        procs.append(subprocess.Popen([binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        probe = redis.Redis(host=host, port=port, password=password)
+        wait_for(lambda: _answers(probe), timeout=20, message="the open Redis")
+        return f"redis://{host}:{port}"
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_worker_refuses_a_redis_beyond_loopback_without_a_password(redis_db, tmp_path, monkeypatch):
+    env = {"REDIS_URL": "redis://192.0.2.254:6379", "MISTUDIO_HOME": str(tmp_path)}
+    result = run_cli("worker", "-q", "cpu", env=env)
+    assert result.returncode == 1
+    assert ("error: REDIS_PASSWORD: Redis at redis://192.0.2.254:6379 is beyond loopback and no password is set"
+            in result.stderr), result.stderr
+    assert "mistudio redis-acl" in result.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_pools()
+    try:
+        started = time.monotonic()
+        with pytest.raises(InvalidInput, match="REDIS_PASSWORD: .*beyond loopback"):
+            lifecycle.up()
+        assert time.monotonic() - started < 1  # refused before any connection is tried
+        assert not (tmp_path / "run").exists() and not (tmp_path / "logs").exists()  # nothing was started
+    finally:
+        reset_pools()
+
+
+def test_a_worker_refuses_a_redis_that_answers_without_a_password_even_when_it_has_one(open_redis, redis_db,
+                                                                                      monkeypatch):
+    from mistudio.redis.guard import require_password_beyond_loopback
+
+    url = open_redis(None)
+    result = run_cli("worker", "-q", "cpu", env={"REDIS_URL": url, "REDIS_PASSWORD": "ours"})
+    assert result.returncode == 1
+    assert f"REDIS_URL: Redis at {url} answers a client that sends no password" in result.stderr, result.stderr
+    assert "ours" not in result.stderr
+    monkeypatch.setenv("REDIS_URL", open_redis("s3cret-pass"))
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret-pass")
+    require_password_beyond_loopback(get_settings())  # a password, and the server wants one: accepted
+
+
+def test_passwords_are_on_no_command_line_and_in_no_log(tmp_path, monkeypatch):
+    """`mistudio up` (Redis and the workers), a job, `mistudio down`: their argv, output and logs."""
+    import psutil
+
+    from mistudio import services
+    from mistudio.redis import server
+
+    env = {"MISTUDIO_HOME": str(tmp_path)}
+    up = run_cli("up", env=env, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path))
+        settings = get_settings()
+        secrets = [server.read_password(settings), server.read_admin_password(settings)]
+        records = services.list_records(settings)
+        monkeypatch.undo()
+        assert all(secrets) and len(records) == 4  # redis and three workers
+        submitted = run_cli("submit", "diagnostics.echo", "-p", "x=1", "--wait", env=env, timeout=120)
+        assert submitted.returncode == 0, submitted.stderr
+        for record in records:
+            argv = " ".join(psutil.Process(record.pid).cmdline())
+            assert not any(secret in argv for secret in secrets), record.name
+    finally:
+        down = run_cli("down", env=env, timeout=120)
+    assert down.returncode == 0, down.stderr
+    printed = up.stdout + up.stderr + submitted.stdout + submitted.stderr + down.stdout + down.stderr
+    logs = "".join(path.read_text(errors="replace") for path in (tmp_path / "logs").glob("*.log"))
+    assert "User requested shutdown" in logs  # down shut Redis down as the admin user
+    for secret in secrets:
+        assert secret not in printed and secret not in logs
+        assert not any(secret in path.read_text(errors="replace") for path in (tmp_path / "run").glob("*"))
+
+
 def test_binding_beyond_loopback_needs_explicit_permission_and_a_password(tmp_path, monkeypatch, caplog):
     from mistudio.redis import server
 
@@ -160,6 +285,37 @@ def test_binding_beyond_loopback_needs_explicit_permission_and_a_password(tmp_pa
         with pytest.raises(redis.exceptions.AuthenticationError):
             anonymous.set("cache:x", "1")
         assert redis.Redis(port=state["port"], username=acl.APP_USER, password=password).ping()
+    finally:
+        server.stop()
+        reset_pools()
+
+
+def test_the_embedded_redis_bound_to_one_lan_address_serves_this_devices_clients_there(tmp_path, monkeypatch):
+    """A cluster's Redis host: `MISTUDIO_REDIS_BIND=<its address>`; its own workers connect there too."""
+    from mistudio.redis import server
+    from mistudio.redis.connection import get_client
+
+    host = _local_address()
+    if host is None:
+        pytest.skip("this machine has no address beyond loopback")
+    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("MISTUDIO_REDIS_BIND", host)
+    monkeypatch.setenv("MISTUDIO_REDIS_ALLOW_REMOTE", "on")
+    reset_pools()
+    try:
+        state = server.start()
+        assert state["bind"] == host and state["host"] == host
+        assert get_client("queue").ping() and lifecycle.redis_status()["user"] == acl.APP_USER
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(port=state["port"], socket_connect_timeout=1).ping()  # not on loopback: only where bound
+        # Another device joining it (REDIS_URL, the app user's password) passes the worker's check.
+        from mistudio.redis.guard import require_password_beyond_loopback
+
+        monkeypatch.setenv("REDIS_URL", f"redis://{acl.APP_USER}@{host}:{state['port']}")
+        monkeypatch.setenv("REDIS_PASSWORD", server.read_password(get_settings()))
+        require_password_beyond_loopback(get_settings())
+        monkeypatch.delenv("REDIS_URL")
+        monkeypatch.delenv("REDIS_PASSWORD")
     finally:
         server.stop()
         reset_pools()

@@ -85,3 +85,37 @@ def test_k_rechecked_once_d_in_is_known():
     with pytest.raises(InvalidInput) as info:
         TrainingConfig(hook_point=HP, d_in=32).with_d_in(64)
     assert info.value.field == "d_in"
+
+
+def test_the_default_learning_rate_scales_as_one_over_sqrt_width_once_the_width_is_known():
+    unknown = TrainingConfig(hook_point=HP, expansion_factor=8)
+    assert unknown.lr is None  # no width yet: nothing to scale by
+    lr_3072 = unknown.with_d_in(384).lr
+    lr_12288 = TrainingConfig(hook_point=HP, d_in=384, expansion_factor=32).lr
+    assert lr_3072 == pytest.approx(2 * lr_12288)  # 4x the latents: half the lr
+    assert TrainingConfig(hook_point=HP, d_in=16, d_sae=64).lr == TrainingConfig(hook_point=HP, d_in=64, d_sae=1024).lr
+    assert TrainingConfig(hook_point=HP, d_in=384, lr=1e-4).lr == 1e-4  # a given lr is kept
+    dumped = TrainingConfig(hook_point=HP, d_in=384, expansion_factor=8).model_dump(mode="json")
+    assert TrainingConfig.model_validate(dumped).lr == dumped["lr"] == lr_3072  # the worker sees what the user saw
+
+
+def test_the_default_lr_and_adam_betas_are_the_architectures():
+    def recipe(architecture, **fields):
+        cfg = TrainingConfig(hook_point=HP, d_in=384, d_sae=3072, architecture=architecture, **fields)
+        return round(cfg.lr, 6), cfg.adam_beta1, cfg.adam_beta2
+
+    # TopK-style: the tuned recipe, lr scaled with the width; penalty-trained: the earlier fixed one.
+    assert recipe("topk") == recipe("batchtopk") == (0.009007, 0.8, 0.99)
+    assert recipe("relu") == recipe("jumprelu") == (0.0004, 0.9, 0.999)
+    assert recipe("relu", lr=1e-3, adam_beta1=0.5) == (0.001, 0.5, 0.999)  # what a config gives is kept
+    with pytest.raises(InvalidInput) as info:
+        TrainingConfig(hook_point=HP, d_in=384, adam_beta2=1.0)
+    assert info.value.field == "adam_beta2"
+
+
+def test_the_default_lr_decays_to_zero_over_everything_after_warmup():
+    cfg = TrainingConfig(hook_point=HP, d_in=384, steps=977)
+    assert cfg.lr_warmup_steps == 195 and cfg.lr_warmup_steps + cfg.lr_decay_steps == cfg.steps
+    longer_warmup = TrainingConfig(hook_point=HP, d_in=384, steps=977, lr_warmup_steps=300)
+    assert longer_warmup.lr_decay_steps == 977 - 300  # shortened to fit, not refused
+    assert TrainingConfig(hook_point=HP, d_in=384, steps=100, lr_decay_fraction=0.2).lr_decay_steps == 20

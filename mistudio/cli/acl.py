@@ -50,3 +50,5 @@ def redis_acl(redis_version: str, password_file: Path | None):
                f"REDIS_URL=redis://{acl.APP_USER}@HOST:PORT and REDIS_PASSWORD=<that password>.")
     click.echo("# Redis 6.2 ACL cannot restrict databases: the user may SELECT any; its key patterns hold in each.")
     click.echo(acl.user_line(acl.APP_USER, acl.app_rules(_version(redis_version)), password))
+    click.echo("# Then close the door the default user leaves open (workers refuse a Redis beyond loopback that "
+               "answers without a password), once you have an admin user of your own: ACL SETUSER default off")

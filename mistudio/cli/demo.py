@@ -11,7 +11,6 @@ import click
 from mistudio import jobs, lifecycle
 from mistudio.cli.group import cli
 from mistudio.cli.progress import follow
-from mistudio.report import write_report
 
 
 @cli.command()
@@ -45,11 +44,15 @@ def run_demo(keep_running: bool = True, train_params: dict | None = None) -> dic
     features = extraction.result()
 
     click.echo("3/3 writing the report")
+    from mistudio.report import write_report  # why: the report pulls in torch and plotly; every CLI command imports this module
+
     report = write_report(job.id)
     final = training["final_metrics"]
     click.echo("")
     click.echo(f"SAE {job.id}: explained variance {final['explained_variance']:.3f}, L0 {final['l0']:.1f},"
                f" dead features {final['dead_fraction']:.1%}, {final['tokens_per_s']:,.0f} tokens/s")
+    click.echo(f"held-out text ({features['n_tokens']:,} tokens it never trained on): explained variance"
+               f" {features['explained_variance']:.3f}, L0 {features['mean_l0']:.1f}")
     click.echo(f"features: {features['total_features']} total, {features['dead_neurons']} dead on held-out text,"
                f" {features['dense_features']} dense")
     click.echo(f"SAE (SAELens layout): {training['sae_path']}")

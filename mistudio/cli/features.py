@@ -37,9 +37,11 @@ def features(training_id: str, n_tokens: int | None, top_k: int | None, ablation
         emit_json({"job_id": job.id, "training_id": training_id, "state": record["state"], "result": result,
                    "error": record.get("error")})
     elif record["state"] == "succeeded":
+        held_out = (f"explained variance {result['explained_variance']:.3f} at L0 {result['mean_l0']:.1f} on them; "
+                    if result.get("explained_variance") is not None else "")
         click.echo(f"done: {result['total_features']:,} features, {result['dead_neurons']:,} dead, mean frequency "
                    f"{result['avg_activation_frequency']:.3g} over {result['n_tokens']:,} tokens; "
-                   f"results in {result['results_dir']}")
+                   f"{held_out}results in {result['results_dir']}")
     else:
         raise click.ClickException(f"feature extraction {job.id} {record['state']}: {record.get('error')}")
 

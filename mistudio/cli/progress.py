@@ -14,6 +14,12 @@ from mistudio.queue.records import TERMINAL
 _SHOWN = ("loss", "explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "dead_fraction")
 
 
+def _per_member(members: list) -> dict:
+    metrics = [m.get("metrics") or {} for m in members]
+    return {k: "/".join(f"{m[k]:.3g}" if isinstance(m.get(k), (int, float)) else "-" for m in metrics)
+            for k in _SHOWN if any(isinstance(m.get(k), (int, float)) for m in metrics)}
+
+
 def follow(job, channel: str, *, unit: str = "step", poll: float = 0.5) -> dict:
     """Draw progress from channel's events until the job ends; return its record."""
     bar = tqdm(total=None, unit=unit, dynamic_ncols=True, leave=True, desc="queued")
@@ -38,6 +44,8 @@ def follow(job, channel: str, *, unit: str = "step", poll: float = 0.5) -> dict:
                         bar.n = int(position.done or 0)
                         shown = {k: f"{value.metrics[k]:.4g}" for k in _SHOWN
                                  if isinstance(value.metrics.get(k), (int, float))} if training else {}
+                        if training and value.members:  # a sweep: each metric per member, "a/b/c"
+                            shown = _per_member(value.members)
                         if shown:
                             bar.set_postfix(shown, refresh=False)
                     else:  # a training's preparation phase: the bar counts steps, the postfix the phase

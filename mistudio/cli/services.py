@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mistudio import lifecycle
+from mistudio import lifecycle, preflight
 from mistudio.cli.group import cli
 from mistudio.cli.output import age, emit_json, megabytes, table
 from mistudio.queue.consumer import run_worker
@@ -64,7 +64,8 @@ def status(as_json: bool):
                 "free": megabytes(w["memory_free"]) if w.get("memory_free") is not None else "-"}
                for w in s["workers"]]
     click.echo("Workers:")
-    click.echo(table(workers, ["worker_id", "status", "queue", "pid", "age", "gpu", "free", "active_jobs"]))
+    click.echo(table(workers, ["worker_id", "status", "queue", "pid", "age", "gpu", "free", "active_jobs",
+                               "run_store"]))
     leader = s.get("leader")
     click.echo(f"Leader: {leader['node']} (term {leader['term']})" if leader else "Leader: none (no worker running)")
     for alert in s.get("alerts", []):
@@ -77,4 +78,5 @@ def status(as_json: bool):
 def worker(queue: str, workers: int | None):
     """Run one queue's consumer in the foreground (SIGTERM/SIGINT give its job back to the queue)."""
 
+    preflight.check_worker_host()  # before anything starts: an open remote Redis, a missing run store
     run_worker(queue, workers=workers)

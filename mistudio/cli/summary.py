@@ -59,6 +59,11 @@ def _result_lines(result) -> list[tuple[str, str]]:
                  "tokens_per_s", "step")
         ordered = {k: metrics[k] for k in first if k in metrics}
         lines.append(("metrics", _pairs(ordered)))
+    for member in result.get("members") or []:  # a sweep: one line per SAE it trained
+        if isinstance(member, dict) and isinstance(member.get("final_metrics"), dict):
+            shown = {k: member["final_metrics"][k] for k in ("explained_variance", "l0", "dead_fraction", "loss")
+                     if k in member["final_metrics"]}
+            lines.append((clean(member.get("training_id"), 60), f"{clean(member.get('label'), 80)}  {_pairs(shown)}"))
     scalars = {k: v for k, v in result.items() if k != "final_metrics"}
     if scalars:
         lines.append(("result", _pairs(scalars)))
@@ -91,6 +96,11 @@ def job_summary(record: dict, progress: dict | None, stored: dict | None, now: f
     lines.append(("progress", progress_text(progress, state)))
     if record.get("note"):
         lines.append(("note", clean(record["note"], 200)))
+    if record.get("resume_note"):  # a training delivered again: resumed from a checkpoint, or restarted and why
+        lines.append(("resume", clean(record["resume_note"], 400)))
+    if record.get("checkpoint_device"):
+        lines.append(("run", f"step {record.get('checkpoint_step')} checkpointed by device {record['checkpoint_device']} "
+                             f"in {clean(record.get('checkpoint_store') or '?', 200)}"))
     lines.append(("params", _pairs(record.get("params") or {}, _PARAMS_SHOWN)))
     stored = stored or {}
     if stored.get("result") is not None:

@@ -3,6 +3,7 @@ corpus, a TopK SAE on the residual stream after the middle layer)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ from mistudio.errors import InvalidInput
 from mistudio.redis import keys
 from mistudio.sae import registry
 from mistudio.sae.config import TrainingConfig
+from mistudio.sae.sweep import labels
 
 
 def _read_config(path: str | None) -> dict:
@@ -39,6 +41,29 @@ def _read_config(path: str | None) -> dict:
     if not isinstance(data, dict):
         raise InvalidInput("--config", f"{path} holds a {type(data).__name__}", "write a JSON object of config fields")
     return data
+
+
+def _sweep_members(specs: tuple[str, ...]) -> list[dict]:
+    """--sweep k=32,64 --sweep expansion_factor=8,16: every combination, one member each (4 here)."""
+    axes = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not values.strip():
+            raise InvalidInput("--sweep", f"{spec!r} is not FIELD=V1,V2", "write e.g. --sweep k=32,64")
+        if name == "layer":
+            kind = click.INT
+        elif name in TrainingConfig.model_fields and name != "sweep":
+            kind = _click_type(name, TrainingConfig.model_fields[name].annotation)
+            kind = click.BOOL if kind is bool else kind
+        else:
+            raise InvalidInput("--sweep", f"{name!r} is not a training config field",
+                               "sweep a field `mistudio train --help` lists, e.g. k, expansion_factor, lr, layer")
+        try:
+            axes.append([(name, kind.convert(v.strip(), None, None)) for v in values.split(",")])
+        except click.BadParameter as exc:
+            raise InvalidInput(f"--sweep {name}", exc.format_message().rstrip("."), f"give {name} values separated by commas") from None
+    return [dict(combo) for combo in itertools.product(*axes)]
 
 
 def _field_help(name: str, info) -> Callable[[], str]:
@@ -123,34 +148,59 @@ def config_options(model: type[BaseModel], aliases: dict[str, tuple[str, ...]]):
               help="A JSON (or TOML) file of training config fields; options below override it.")
 @click.option("--layer", type=int, help="Train on the residual stream after this layer (default: the middle one).")
 @config_options(TrainingConfig, aliases={"total_tokens": ("--tokens",)})
+@click.option("--sweep", "sweep_specs", multiple=True, metavar="FIELD=V1,V2",
+              help="Train one SAE per value on one activation pass (one job); several --sweep: every combination.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
 @click.option("--wait", is_flag=True, help="Follow the training with a progress bar until it ends.")
-def train(config_file, as_json, wait, **options):
+def train(config_file, as_json, wait, sweep_specs, **options):
     """Submit an SAE training job and print its id (the training id)."""
     params = _read_config(config_file)
     params.update({k: v for k, v in options.items() if v is not None})
+    if sweep_specs:
+        params["sweep"] = _sweep_members(sweep_specs)
     job = jobs.submit("train_sae", params)
-    record = job.record()
+    record, params = job.record(), job.record()["params"]
+    sweep = params.get("sweep")
     if not wait:
         if as_json:
-            emit_json({"job_id": job.id, "training_id": job.id, "state": record["state"], "config": record["params"]})
+            emit_json({"job_id": job.id, "training_id": job.id, "state": record["state"],
+                       **({"sweep": sweep} if sweep else {"config": params})})
         else:
             click.echo(job.id)
         return
     if not as_json:
-        click.echo(f"training {job.id}: {record['params']['architecture']} SAE, d_sae {record['params']['d_sae']},"
-                   f" on {record['params']['hook_point']} of {record['params']['model'] or 'all-MiniLM-L6-v2'}")
+        click.echo(_intro(job.id, params))
     record = follow(job, keys.training_channel(job.id))
     result = (job.stored() or {}).get("result")
     if as_json:
         emit_json({"job_id": job.id, "training_id": job.id, "state": record["state"], "result": result,
                    "error": record.get("error")})
     elif record["state"] == "succeeded":
-        final = result["final_metrics"]
-        causal = (f" CE-loss recovered {final['ce_loss_recovered']:.3f}, KL {final.get('kl_divergence', float('nan')):.4f};"
-                  if isinstance(final.get("ce_loss_recovered"), (int, float)) else "")  # causal LMs only
-        click.echo(f"done: explained variance {final.get('explained_variance', float('nan')):.3f},"
-                   f" L0 {final.get('l0', float('nan')):.1f}, dead {final.get('dead_fraction', float('nan')):.3f};"
-                   f"{causal} SAE at {result['sae_path']}")
+        click.echo(_sweep_done(result) if sweep else _done(result["final_metrics"], result["sae_path"]))
     else:
         raise click.ClickException(f"training {job.id} {record['state']}: {record.get('error')}")
+
+
+def _intro(job_id: str, params: dict) -> str:
+    if "sweep" not in params:
+        return (f"training {job_id}: {params['architecture']} SAE, d_sae {params['d_sae']}, on {params['hook_point']}"
+                f" of {params['model'] or 'all-MiniLM-L6-v2'}")
+    members = params["sweep"]
+    return "\n".join([f"sweep {job_id}: {len(members)} SAEs on one pass over {members[0]['model'] or 'all-MiniLM-L6-v2'}"]
+                     + [f"  {job_id}-m{i}: {name}" for i, name in enumerate(labels(members))])
+
+
+def _done(final: dict, sae_path: str | None, name: str = "done") -> str:
+    causal = (f" CE-loss recovered {final['ce_loss_recovered']:.3f}, KL {final.get('kl_divergence', float('nan')):.4f};"
+              if isinstance(final.get("ce_loss_recovered"), (int, float)) else "")  # causal LMs only
+    return (f"{name}: explained variance {final.get('explained_variance', float('nan')):.3f},"
+            f" L0 {final.get('l0', float('nan')):.1f}, dead {final.get('dead_fraction', float('nan')):.3f};"
+            f"{causal} SAE at {sae_path}")
+
+
+def _sweep_done(result: dict) -> str:
+    shared = result["final_metrics"]
+    return "\n".join([_done(m["final_metrics"], m["sae_path"], f"{m['training_id']} ({m['label']})")
+                      for m in result["members"]]
+                     + [f"{shared.get('tokens_per_s', float('nan')):,.0f} activation tokens/s for all members, "
+                        f"peak RSS {shared.get('peak_rss_mb', float('nan')):,.0f} MiB"])

@@ -19,6 +19,7 @@ _EXPORTS = {
     "ActivationCache": "activations",
     "ActivationStore": "activations",
     "build_activation_cache": "activations",
+    "build_activation_caches": "activations",
 }
 
 __all__ = sorted(_EXPORTS)

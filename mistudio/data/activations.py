@@ -73,15 +73,19 @@ def model_activations(
     model: Any, hook_point: str, tokens: PackedTokens, contexts: Sequence[int], batch_contexts: int
 ) -> Iterator[torch.Tensor]:
     """Activations [n, d_in] (model dtype, CPU) of the counted tokens of `contexts`, in row order."""
+    for acts in model_activations_at(model, [hook_point], tokens, contexts, batch_contexts):
+        yield acts[hook_point]
+
+
+def model_activations_at(
+    model: Any, hook_points: Sequence[str], tokens: PackedTokens, contexts: Sequence[int], batch_contexts: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """{hook point: activations [n, d_in]} of the counted tokens of `contexts`, one forward pass per
+    batch for every hook point (rows aligned: the same token in the same row at each)."""
     for start in range(0, len(contexts), batch_contexts):
         idx = torch.as_tensor(np.asarray(contexts[start : start + batch_contexts], dtype=np.int64))
-        acts = capture_activations(model, [hook_point], tokens.input_ids[idx], tokens.attention_mask[idx])[hook_point]
-        yield acts[tokens.activation_mask[idx].to(acts.device)].cpu()
-
-
-# ----------------------------------------------------------------------------------------------
-# The on-disk cache
-# ----------------------------------------------------------------------------------------------
+        captured = capture_activations(model, list(hook_points), tokens.input_ids[idx], tokens.attention_mask[idx])
+        yield {hook: acts[tokens.activation_mask[idx].to(acts.device)].cpu() for hook, acts in captured.items()}
 
 
 class ActivationCache:
@@ -146,19 +150,42 @@ def build_activation_cache(
     `model` is a LoadedModel or transformers model; `tokens` a ProcessedDataset or PackedTokens.
     An existing complete cache at `path` is returned as is unless `overwrite`.
     """
-    path = Path(path)
-    if (path / "cache.json").is_file() and not overwrite:
-        cache = ActivationCache(path)
-        if cache.hook_point != hook_point:
-            raise InvalidInput(
-                "path", f"{path} caches {cache.hook_point}, not {hook_point}", "use another path or overwrite=True"
-            )
-        return cache
+    return build_activation_caches(model, {hook_point: path}, tokens, dtype, progress, batch_contexts,
+                                   overwrite)[hook_point]
+
+
+def build_activation_caches(
+    model: Any,
+    paths: dict[str, str | Path],
+    tokens: Any,
+    dtype: str | torch.dtype = "float32",
+    progress: Progress | None = None,
+    batch_contexts: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, ActivationCache]:
+    """build_activation_cache for several hook points {hook point: folder} in one pass of the model
+    (each hook captured once per batch); complete caches found are kept as they are."""
+    caches: dict[str, ActivationCache] = {}
+    missing: dict[str, Path] = {}
+    for hook_point, path in paths.items():
+        path = Path(path)
+        if (path / "cache.json").is_file() and not overwrite:
+            cache = ActivationCache(path)
+            if cache.hook_point != hook_point:
+                raise InvalidInput(
+                    "path", f"{path} caches {cache.hook_point}, not {hook_point}", "use another path or overwrite=True"
+                )
+            caches[hook_point] = cache
+        else:
+            missing[hook_point] = path
+    if not missing:
+        return caches
     name = _cache_dtype(dtype)
     np_dtype, torch_dtype = CACHE_DTYPES[name]
     packed = _packed(tokens)
     net = _unwrap_model(model)
-    validate_hook_point(net, hook_point)
+    for hook_point in missing:
+        validate_hook_point(net, hook_point)
     d_in = int(net.config.hidden_size)
     n_tokens = packed.n_tokens
     if n_tokens == 0:
@@ -167,20 +194,26 @@ def build_activation_cache(
         )
     batch_contexts = batch_contexts or get_settings().profile.model_batch_size
 
-    remove_abandoned(path.parent)  # partial caches of builders that were killed
-    tmp = temp_sibling(path)  # renamed into place when complete
-    tmp.mkdir(parents=True)
-    out = np.lib.format.open_memmap(tmp / "activations.npy", mode="w+", dtype=np_dtype, shape=(n_tokens, d_in))
+    tmps, outs = {}, {}
+    for hook_point, path in missing.items():
+        remove_abandoned(path.parent)  # partial caches of builders that were killed
+        tmps[hook_point] = tmp = temp_sibling(path)  # renamed into place when complete
+        tmp.mkdir(parents=True)
+        outs[hook_point] = np.lib.format.open_memmap(tmp / "activations.npy", mode="w+", dtype=np_dtype,
+                                                     shape=(n_tokens, d_in))
     row, started, last = 0, time.monotonic(), 0.0
     contexts = range(packed.n_contexts)
-    for i, acts in enumerate(model_activations(net, hook_point, packed, contexts, batch_contexts)):
-        stored = acts.to(torch_dtype)
-        if not torch.isfinite(stored).all():  # float16 tops out at 65504; GPT-2's residual stream can exceed it
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise InvalidInput(
-                "dtype", f"activations at {hook_point} overflow {name}", "use dtype='bfloat16' or 'float32'"
-            )
-        out[row : row + len(stored)] = stored.view(torch.uint16).numpy() if name == "bfloat16" else stored.numpy()
+    for i, captured in enumerate(model_activations_at(net, list(missing), packed, contexts, batch_contexts)):
+        for hook_point, acts in captured.items():
+            stored = acts.to(torch_dtype)
+            if not torch.isfinite(stored).all():  # float16 tops out at 65504; GPT-2's residual stream can exceed it
+                for tmp in tmps.values():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise InvalidInput(
+                    "dtype", f"activations at {hook_point} overflow {name}", "use dtype='bfloat16' or 'float32'"
+                )
+            out = outs[hook_point]
+            out[row : row + len(stored)] = stored.view(torch.uint16).numpy() if name == "bfloat16" else stored.numpy()
         row += len(stored)
         now = time.monotonic()
         if progress and (now - last > 0.5 or row == n_tokens):
@@ -195,27 +228,30 @@ def build_activation_cache(
                     "tokens_per_s": row / max(now - started, 1e-9),
                 }
             )
-    out.flush()
-    del out
-    manifest = {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "hook_point": hook_point,
-        "d_in": d_in,
-        "n_tokens": n_tokens,
-        "dtype": name,
-        "n_contexts": packed.n_contexts,
-        "context_length": packed.context_length,
-        "model": getattr(model, "name", None) or net.config._name_or_path,
-        "dataset_id": getattr(tokens, "dataset_id", None),
-        "rows": "np.nonzero(activation_mask) order of the dataset",
-    }
-    (tmp / "cache.json").write_text(json.dumps(manifest, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
-    return ActivationCache(path)
+    for hook_point, path in missing.items():
+        outs[hook_point].flush()
+        del outs[hook_point]
+        manifest = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "hook_point": hook_point,
+            "d_in": d_in,
+            "n_tokens": n_tokens,
+            "dtype": name,
+            "n_contexts": packed.n_contexts,
+            "context_length": packed.context_length,
+            "model": getattr(model, "name", None) or net.config._name_or_path,
+            "dataset_id": getattr(tokens, "dataset_id", None),
+            "rows": "np.nonzero(activation_mask) order of the dataset",
+        }
+        tmp = tmps[hook_point]
+        (tmp / "cache.json").write_text(json.dumps(manifest, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+        caches[hook_point] = ActivationCache(path)
+    return {hook_point: caches[hook_point] for hook_point in paths}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,6 +63,27 @@ class ProcessedDataset:
         return cls(info["dataset_id"], path, tokens, info["stats"], info["config"])
 
 
+def for_run(path: str | None, dataset_id: str, config: dict | None, tokenizer_or_model: Any,
+            progress: Callable[[dict], None] | None = None) -> ProcessedDataset:
+    """A run's dataset on this device: at path (where the training device had it), else this
+    device's copy by its id, else processed again with the settings it was made with. Runs can be
+    shared between devices (MISTUDIO_RUN_STORE); datasets stay per device and are rebuilt."""
+    if path and (Path(path) / "dataset.json").is_file():
+        return ProcessedDataset.load(path)
+    if (datasets_dir() / validation.name(dataset_id, "dataset_id") / "dataset.json").is_file():
+        return ProcessedDataset.load(dataset_id)
+    if not config:
+        raise InvalidInput("dataset_id", f"dataset {dataset_id!r} of this run is not on this device and the run does "
+                           "not record how it was made", "process it here first (process_dataset job), or train again")
+    dataset = process_dataset(config["source"], tokenizer_or_model, config["context_length"], config["max_tokens"],
+                              progress, text_field=config["text_field"], split=config["split"],
+                              config=config["config"])
+    if dataset.dataset_id != dataset_id:
+        raise InvalidInput("dataset_id", f"processing the run's corpus here gave {dataset.dataset_id!r}, not the run's "
+                           f"{dataset_id!r}", "give this device the same corpus and model as the training device")
+    return dataset
+
+
 def datasets_dir() -> Path:
     return get_settings().data_dir / "datasets"
 

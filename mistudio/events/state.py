@@ -7,6 +7,8 @@ A face asks `next_step()` what to do, does it, and hands the outcome to `done()`
     Read     run `commands` (history reads) in one MULTI/EXEC; the outcome is the replies
     Listen   wait up to `seconds` for one pub/sub message; the outcome is it, or None
     Pause    sleep `seconds` (backing off after a lost connection); no outcome
+    Subscribe  SUBSCRIBE `add`, UNSUBSCRIBE `remove` on the open connection (channels added or
+             removed while it runs: one connection serving a changing set, as a server's fan-out)
 
 The rules:
 - Once Redis confirms a channel's SUBSCRIBE, its history is read after the last seq seen,
@@ -60,6 +62,12 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Subscribe:
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Read:
     commands: tuple[tuple, ...]
     parts: tuple[tuple[str, str, int, int], ...]  # (channel, kind, a, b), in command order
@@ -110,10 +118,17 @@ def _entries(reply) -> list[tuple[int, object, int]]:
     return out
 
 
+def _check_seq(name: str, seq) -> None:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise InvalidInput("after_seq", f"{name}: {seq!r} is not a seq",
+                           "pass an integer >= 0 (a seq seen before), or 0 for everything")
+
+
 class SubscriptionState:
-    def __init__(self, channels: str | list[str], *, after_seq: int | dict[str, int] = 0, history: bool = True):
+    def __init__(self, channels: str | list[str], *, after_seq: int | dict[str, int] = 0, history: bool = True,
+                 empty_ok: bool = False):
         names = [channels] if isinstance(channels, str) else list(channels)
-        if not names or not all(isinstance(n, str) and n for n in names):
+        if (not names and not empty_ok) or not all(isinstance(n, str) and n for n in names):
             raise InvalidInput("channels", f"need one or more channel names, got {channels!r}",
                                "pass e.g. 'training:tr_abc' or a list of them")
         after = after_seq if isinstance(after_seq, dict) else {n: after_seq for n in names}
@@ -122,14 +137,14 @@ class SubscriptionState:
             raise InvalidInput("after_seq", f"names channels not subscribed to: {', '.join(unknown)}",
                                "give a seq only for the channels passed")
         for name, seq in after.items():
-            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
-                raise InvalidInput("after_seq", f"{name}: {seq!r} is not a seq",
-                                   "pass an integer >= 0 (a seq seen before), or 0 for everything")
+            _check_seq(name, seq)
         if not history and any(after.values()):
             raise InvalidInput("history", "history=False starts at the channel's end; after_seq says where else",
                                "pass either after_seq or history=False")
         self._channels = {n: _Channel(n, int(after.get(n, 0)) if history else None) for n in names}
         self._by_raw = {**{n.encode(): c for n, c in self._channels.items()}, **self._channels}
+        self._to_subscribe: set[str] = set()  # added / removed while connected: a Subscribe step is due
+        self._to_unsubscribe: set[str] = set()
         self._ready: deque[Event] = deque()
         self._connected = False
         self._lost_connection = False
@@ -140,6 +155,29 @@ class SubscriptionState:
         self.reconnects = 0
         self.rewinds = 0  # rollbacks found (Redis lost events we had delivered)
         self.missed = 0  # events trimmed from the capped history before we could read them
+
+    def add(self, name: str, after_seq: int | None = 0) -> None:
+        """Listen to one more channel: after after_seq, or (None) from its end when it is placed."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("channel", f"need a channel name, got {name!r}", "pass e.g. 'training:tr_abc'")
+        if after_seq is not None:
+            _check_seq(name, after_seq)
+        if name in self._channels:
+            return
+        channel = _Channel(name, after_seq)
+        self._channels[name] = channel
+        self._by_raw[name] = self._by_raw[name.encode()] = channel
+        self._to_unsubscribe.discard(name)
+        self._to_subscribe.add(name)
+
+    def remove(self, name: str) -> None:
+        """Stop listening to a channel (its messages still in flight are ignored)."""
+        if self._channels.pop(name, None) is None:
+            return
+        self._by_raw.pop(name, None)
+        self._by_raw.pop(name.encode(), None)
+        self._to_subscribe.discard(name)
+        self._to_unsubscribe.add(name)
 
     @property
     def channels(self) -> list[str]:
@@ -157,14 +195,22 @@ class SubscriptionState:
     def next_step(self, now: float, budget: float | None = None):
         """The next thing to do; budget: seconds the caller still waits (None: no limit)."""
         budget = None if budget is None else max(0.0, budget)
+        if not self._connected and now < self._retry_at:
+            return Pause(self._retry_at - now if budget is None else min(self._retry_at - now, budget))
+        unplaced = [c for c in self._channels.values() if c.last is None]
+        if unplaced:  # before subscribing: where the channel ends now is where we start
+            return Read(tuple(("XREVRANGE", c.history, _END, "-", "COUNT", 1) for c in unplaced),
+                        tuple((c.name, "place", 0, 0) for c in unplaced))
         if not self._connected:
-            if now < self._retry_at:
-                return Pause(self._retry_at - now if budget is None else min(self._retry_at - now, budget))
-            unplaced = [c for c in self._channels.values() if c.last is None]
-            if unplaced:  # before subscribing: where the channel ends now is where we start
-                return Read(tuple(("XREVRANGE", c.history, _END, "-", "COUNT", 1) for c in unplaced),
-                            tuple((c.name, "place", 0, 0) for c in unplaced))
+            self._to_unsubscribe.clear()  # a new connection has nothing to unsubscribe from
+        if not self._channels and not self._to_unsubscribe:  # nothing to listen to (yet)
+            return Pause(CATCH_UP_INTERVAL if budget is None else min(CATCH_UP_INTERVAL, budget))
+        if not self._connected:
+            self._to_subscribe.clear()  # the connection subscribes to every channel there is
+            self._to_unsubscribe.clear()
             return Connect()
+        if self._to_subscribe or self._to_unsubscribe:
+            return Subscribe(tuple(sorted(self._to_subscribe)), tuple(sorted(self._to_unsubscribe)))
         commands, parts = [], []
         for c in self._channels.values():
             if not c.subscribed:
@@ -192,6 +238,9 @@ class SubscriptionState:
                 self._lost_connection = False
             for c in self._channels.values():
                 c.subscribed = False  # until Redis confirms; then the history is read
+        elif isinstance(step, Subscribe):
+            self._to_subscribe.difference_update(step.add)
+            self._to_unsubscribe.difference_update(step.remove)
         elif isinstance(step, Read):
             self._failures = 0  # Redis answers again
             self._answer(step, list(outcome), now)
@@ -249,7 +298,12 @@ class SubscriptionState:
     def _answer(self, read: Read, replies: list, now: float) -> None:
         at = 0
         for name, kind, a, b in read.parts:
-            channel = self._channels[name]
+            channel = self._channels.get(name)
+            # Removed while the read ran, or removed and added again (a new channel, not yet
+            # subscribed, or already placed): the replies are not its own.
+            if channel is None or (channel.last is not None if kind == "place" else not channel.subscribed):
+                at += 1 if kind in ("place", "rewind") else 2
+                continue
             if kind == "place":
                 tail = replies[at]
                 channel.last = (_seq(tail[0][0]) or 0) if tail else 0

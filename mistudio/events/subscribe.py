@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from mistudio.events.state import CATCH_UP_INTERVAL, Connect, Listen, Pause, Read, SubscriptionState
+from mistudio.events.state import CATCH_UP_INTERVAL, Connect, Listen, Pause, Read, Subscribe, SubscriptionState
 from mistudio.events.types import Event
 from mistudio.redis.connection import dedicated_async_client, dedicated_client
 from mistudio.settings import Settings, get_settings
@@ -35,8 +35,8 @@ _LOST = (redis.exceptions.RedisError, OSError, ValueError, asyncio.TimeoutError)
 
 class Subscription:
     def __init__(self, channels: str | list[str], *, after_seq: int | dict[str, int] = 0, history: bool = True,
-                 settings: Settings | None = None):
-        self._state = SubscriptionState(channels, after_seq=after_seq, history=history)
+                 empty_ok: bool = False, settings: Settings | None = None):
+        self._state = SubscriptionState(channels, after_seq=after_seq, history=history, empty_ok=empty_ok)
         self.settings = settings or get_settings()
         self._client = self._pubsub = None
         self._aclient = self._apubsub = None
@@ -48,6 +48,14 @@ class Subscription:
     reconnects = property(lambda self: self._state.reconnects)
     rewinds = property(lambda self: self._state.rewinds, doc="times Redis was found to have lost delivered events")
     missed = property(lambda self: self._state.missed, doc="events trimmed from history before they were read")
+
+    def add(self, channel: str, after_seq: int | None = 0) -> None:
+        """Listen to one more channel on the same connection: after after_seq (None: from its end)."""
+        self._state.add(channel, after_seq)
+
+    def remove(self, channel: str) -> None:
+        """Stop listening to a channel (UNSUBSCRIBE on the same connection)."""
+        self._state.remove(channel)
 
     def _steps(self, timeout: float | None):
         """The loop both faces run, as a generator: it yields the steps to do; the face sends
@@ -93,6 +101,12 @@ class Subscription:
             self._drop()  # a fresh client: the server may be back on another port or password
             self._pubsub = self._sync_client().pubsub()
             self._pubsub.subscribe(*self._state.channels)
+            return None
+        if isinstance(step, Subscribe):
+            if step.add:
+                self._pubsub.subscribe(*step.add)
+            if step.remove:
+                self._pubsub.unsubscribe(*step.remove)
             return None
         if isinstance(step, Read):
             pipe = self._sync_client().pipeline(transaction=True)
@@ -154,6 +168,12 @@ class Subscription:
             await self._adrop()
             self._apubsub = self._async_client().pubsub()
             await self._apubsub.subscribe(*self._state.channels)
+            return None
+        if isinstance(step, Subscribe):
+            if step.add:
+                await self._apubsub.subscribe(*step.add)
+            if step.remove:
+                await self._apubsub.unsubscribe(*step.remove)
             return None
         if isinstance(step, Read):
             pipe = self._async_client().pipeline(transaction=True)

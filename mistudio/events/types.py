@@ -158,13 +158,17 @@ class TrainingProgress(EventData):
     """A training's progress (tasks/training.py's ProgressEvents). During a preparation phase
     (loading the model, tokenizing, caching activations) the phase_* fields say how far it is;
     during "training" metrics holds the trainer's numbers (loss, l0, ...) and, for a causal LM
-    once an eval step has run, that eval's CAUSAL_METRICS with its `eval_step`."""
+    once an eval step has run, that eval's CAUSAL_METRICS with its `eval_step`. A sweep (many SAEs
+    on one activation pass) reports its members together, once all have reported a step: `members`
+    holds each one's {"training_id", "label", "metrics"}, and `metrics` only what they share
+    (SWEEP_METRICS: the stream's tokens/s, the process' peak memory)."""
 
     step: int
     total_steps: int
     progress: float = 0.0  # percent of the steps
     phase: str = "training"
     metrics: dict = field(default_factory=dict)
+    members: list | None = None
     estimated_remaining_seconds: float | None = None
     phase_done: float | None = None
     phase_total: float | None = None
@@ -182,6 +186,8 @@ class TrainingProgress(EventData):
 class TrainingCheckpoint(EventData):
     step: int
     path: str | None = None
+    member: int | None = None  # a sweep's member (index), whose run the checkpoint is in
+    training_id: str | None = None  # that member's run
 
 
 @event("training.completed", channels=("training",), terminal=True)
@@ -190,6 +196,7 @@ class TrainingCompleted(EventData):
     final_metrics: dict = field(default_factory=dict)
     sae_path: str | None = None
     duration: float | None = None  # seconds
+    members: list | None = None  # a sweep: each member's {"training_id", "label", "sae_path", "final_metrics"}
 
 
 @event("training.stopped", channels=("training",), terminal=True)
@@ -232,6 +239,8 @@ class FeaturesCompleted(EventData):
     dense_features: int | None = None
     n_tokens: int | None = None
     mean_l0: float | None = None
+    explained_variance: float | None = None  # of the SAE's reconstructions of the held-out tokens
+    fvu: float | None = None
 
 
 @event("features.stopped", channels=("features",), terminal=True)

@@ -4,7 +4,8 @@
 
 Contexts go through the model in batches of whole contexts (forward to the hook point, SAE
 encode); each batch's dense latents [contexts, T, d_sae] are folded into bounded accumulators
-(statistics, top contexts, quantile reservoir, co-activation pairs) and dropped. The batch size
+(statistics, top contexts, quantile reservoir, co-activation pairs) and dropped; the SAE's
+reconstructions of them are scored too (held-out explained variance and FVU). The batch size
 comes from MISTUDIO_MEMORY_BUDGET, so [n_tokens, d_sae] is never held.
 """
 
@@ -18,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mistudio.data.processed import ProcessedDataset
+from mistudio.data import processed
 from mistudio.errors import InvalidInput
 from mistudio.features import histogram, store
 from mistudio.features.ablation import ablation_effects, per_feature
@@ -32,6 +33,7 @@ from mistudio.models.hooks import capture_activations
 from mistudio.models.loading import load_model
 from mistudio.runs import RunFolder
 from mistudio.sae.export import load_sae
+from mistudio.sae.metrics import HeldOutReconstruction
 from mistudio.settings import get_settings
 
 DENSE_COPIES = 8  # float32-sized dense [tokens, d_sae] buffers alive at once (pre-acts, latents, int64 hashes...)
@@ -92,7 +94,8 @@ def extract_features(
         raise InvalidInput("training_id", f"run {run_dir.name} has no exported SAE yet", "let the training finish first")
     loaded = load_model(info["model"], device=device)
     sae = load_sae(folder.export, device=loaded.device)
-    dataset = ProcessedDataset.load(info["dataset_path"])
+    # The training device's path, else this device's copy, else made again (runs are shared, datasets not).
+    dataset = processed.for_run(info.get("dataset_path"), info["dataset_id"], info.get("dataset_config"), loaded)
     tokens = dataset.tokens
     start, stop = _holdout(info, tokens, n_tokens)
     hook, length, d_sae = info["hook_point"], tokens.context_length, sae.d_sae
@@ -101,6 +104,7 @@ def extract_features(
     dev = loaded.device
 
     stats = _Accumulators(d_sae, top_k, reservoir_size, context_window, dev, settings.memory_budget)
+    reconstruction = HeldOutReconstruction()  # how well the SAE reconstructs text it never trained on
     n_ctx, done, seen = stop - start, 0, 0
     report({"phase": "extracting", "done": 0, "total": n_ctx, "tokens": 0})
     for first in range(start, stop, per_batch):
@@ -114,6 +118,8 @@ def extract_features(
                                "extract with the model and hook point the SAE was trained on")
         with torch.no_grad():
             z = sae.encode(acts).float() * amask[..., None]
+            counted = amask.bool()
+            reconstruction.add(acts[counted], sae.decode(z[counted].to(sae.W_dec.dtype)))
         stats.add(z, first - start, int(amask.sum()))
         del acts, z
         done, seen = last - start, stats.stats.n_tokens
@@ -139,7 +145,9 @@ def extract_features(
             return {"stopped": True, "done": done, "total": n_ctx}
         features, examples = effects
         ablated = True
+    held_out = reconstruction.summary()
     summary.update({
+        "explained_variance": held_out.get("explained_variance"), "fvu": held_out.get("fvu"),
         "training_id": info.get("training_id", run_dir.name), "extraction_id": uuid.uuid4().hex[:12],
         "created": time.time(), "duration_s": time.time() - started, "model": info["model"], "hook_point": hook,
         "dataset_id": info.get("dataset_id"), "holdout_contexts": [start, stop], "n_contexts": n_ctx,

@@ -75,6 +75,7 @@ class LeasedConsumer(Consumer):
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "device": rt.settings.device_id,
+            "run_store": str(rt.settings.run_store),  # where this device's runs go (shared or its own)
             "active_jobs": active,
             "workers": self.workers,
             "leader": self.elector.is_leader(),

@@ -150,6 +150,11 @@ def current() -> JobContext:
     return ctx
 
 
+def in_worker() -> bool:
+    """True inside a job's body or its worker-side parameter check (a JobContext is active)."""
+    return _current.get(None) is not None
+
+
 def activate(ctx: JobContext):
     return _current.set(ctx)
 

@@ -1,7 +1,9 @@
 """Job records: the one place notebooks, the CLI and widgets read a job's state.
 
 A record is a hash in the results database: id, task, queue, priority, params (JSON),
-state, attempts, worker, created/started/finished times, error. Beside it, a progress
+state, attempts, worker, created/started/finished times, error; for a training also where its
+last checkpoint is and why a delivery resumed or restarted (checkpoint_device, checkpoint_step,
+checkpoint_store, resume_note: mistudio/run_location.py). Beside it, a progress
 snapshot (JSON, TTL 1 h) and the result or error with traceback (JSON, TTL 24 h), as
 the seed's Celery meta keys. A record stays until 24 h after its job ends.
 
@@ -34,7 +36,7 @@ ACTIVE = frozenset({"queued", "running"})
 PROGRESS_TTL = 3600  # seconds, as the seed's celery-task-progress-*
 RESULT_TTL = 86400  # seconds, as the seed's celery-task-meta-*
 
-_INT_FIELDS = ("priority", "attempts")
+_INT_FIELDS = ("priority", "attempts", "checkpoint_step")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "time_limit", "updated_at")
 
 
@@ -49,7 +51,8 @@ def _decode(raw: dict) -> dict:
         else:
             record[name] = None
     record["params"] = json.loads(record["params"]) if record.get("params") else {}
-    for name in ("worker", "error", "lease", "note"):
+    # checkpoint_* and resume_note: where a training's last checkpoint is (mistudio/run_location.py)
+    for name in ("worker", "error", "lease", "note", "checkpoint_device", "checkpoint_store", "resume_note"):
         record[name] = record.get(name) or None
     record["cancel_requested"] = record.get("cancel_requested") == "1"
     return record
@@ -177,13 +180,14 @@ def request_cancel(client: redis.Redis, job_id: str) -> bool:
 def stop_reason(client: redis.Redis, job_id: str, lease: str) -> str | None:
     """What a delivery running under lease must do, from its record in one read: "cancelled"
     (asked, or the record was cancelled), "lease_lost" (the record moved on: requeued,
-    ended, or running under another lease), or None (carry on)."""
+    ended by another delivery, or running under another lease), or None (carry on, or this very
+    delivery has just finished it)."""
     state, current, cancel = client.hmget(keys.job(job_id), "state", "lease", "cancel_requested")
     if cancel == "1" or state == "cancelled":
         return "cancelled"
-    if state != "running" or current != lease:
-        return "lease_lost"
-    return None
+    if current == lease and state in ("running", "succeeded", "failed"):
+        return None  # ours: still running, or just finished by our own child (not a lost lease)
+    return "lease_lost"
 
 
 def list_records(client: redis.Redis, limit: int = 50, offset: int = 0) -> list[dict]:

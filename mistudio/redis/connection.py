@@ -139,6 +139,11 @@ _clients: dict[int, Client] = {}
 _pools_lock = threading.Lock()
 
 
+def command_timeout(settings: Settings) -> float:
+    """Seconds a command may wait for its reply: half a lease, within 5..30 s (30 s at the default 60 s lease)."""
+    return min(30.0, max(5.0, settings.lease_seconds / 2))
+
+
 def _connection_kwargs(endpoint: Endpoint, db: int, decode: bool, settings: Settings) -> dict:
     """Connection options for one database: the same for every client miStudio makes."""
     options = dict(endpoint.options)
@@ -147,8 +152,10 @@ def _connection_kwargs(endpoint: Endpoint, db: int, decode: bool, settings: Sett
         db=db,
         decode_responses=decode,
         socket_connect_timeout=settings.connect_timeout,
-        # Long enough for Huey's 1 s blocking pops; short enough to notice a dead server.
-        socket_timeout=30,
+        # Long enough for Huey's 1 s blocking pops; short enough to notice a dead server, and a
+        # fraction of the lease: a host cut off mid-call (its packets dropped, no error) must see its
+        # lease renewal fail in time to stop its job, not after 30 s of training beside the next delivery.
+        socket_timeout=command_timeout(settings),
         socket_keepalive=True,
         health_check_interval=15,
         # One retry with a short backoff: transient blips are absorbed, an absent
@@ -159,11 +166,13 @@ def _connection_kwargs(endpoint: Endpoint, db: int, decode: bool, settings: Sett
     )
     if connection_class is not None:
         kwargs["connection_class"] = connection_class
+        if issubclass(connection_class, redis.UnixDomainSocketConnection):
+            kwargs.pop("socket_keepalive")  # REDIS_URL=unix://...: a TCP option the socket file refuses
     return kwargs
 
 
 def _pool(endpoint: Endpoint, db: int, decode: bool, settings: Settings) -> redis.ConnectionPool:
-    key = (endpoint.options, db, decode, settings.connect_timeout)
+    key = (endpoint.options, db, decode, settings.connect_timeout, command_timeout(settings))
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:

@@ -308,7 +308,8 @@ def start(settings: Settings | None = None, *, wait_timeout: float = 30.0) -> di
     binary, version = find_binary(settings)
     port = _choose_port(settings, host)
     config = _write_config(settings, host, port, password, admin_password, version)
-    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") or not _is_loopback(host) else host
+    # A wildcard bind is reached on loopback; one address (a cluster's Redis host) only there.
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     record = services.start_detached(
         SERVICE,
         [binary, str(config)],

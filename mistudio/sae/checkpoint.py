@@ -48,6 +48,12 @@ def latest_checkpoint(run_dir: Path | str) -> Path | None:
     return found[-1] if found else None
 
 
+def latest_step(run_dir: Path | str) -> int:
+    """The step of the newest complete checkpoint in run_dir (0: none)."""
+    latest = latest_checkpoint(run_dir)
+    return int(latest.name.split("_")[1]) if latest is not None else 0
+
+
 def commit_dir(tmp: Path, final: Path, step: int, before_commit: Callable[[int], bool] | None) -> None:
     """Rename a fully written temp folder into place, if the fence allows it."""
     _fsync_tree(tmp)

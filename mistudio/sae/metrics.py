@@ -53,6 +53,34 @@ class VarianceAccumulator:
         }
 
 
+class HeldOutReconstruction:
+    """FVU / explained variance of reconstructions over a whole evaluation set, SST taken around
+    that set's mean (one mean for every token, as the peer benchmark judges, not per batch)."""
+
+    def __init__(self):
+        self.sse = 0.0
+        self.sum_sq = 0.0
+        self.sum: torch.Tensor | None = None  # per-dim sum of x, float64
+        self.tokens = 0
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor, recon: torch.Tensor) -> None:
+        """x, recon: [tokens, d_in], only the tokens that count."""
+        x, recon = x.double(), recon.double()
+        self.sse += float((recon - x).pow(2).sum())
+        self.sum_sq += float(x.pow(2).sum())
+        total = x.sum(dim=0)
+        self.sum = total if self.sum is None else self.sum + total
+        self.tokens += x.shape[0]
+
+    def summary(self) -> dict[str, float]:
+        if self.tokens == 0:
+            return {}
+        sst = self.sum_sq - float(self.sum.pow(2).sum()) / self.tokens
+        fvu = self.sse / sst if sst > 0 else float("nan")
+        return {"fvu": fvu, "explained_variance": 1.0 - fvu}
+
+
 class FiringWindow:
     """Per-latent firing counts over the last `window_tokens` tokens.
 

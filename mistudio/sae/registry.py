@@ -30,6 +30,25 @@ ENTRY_POINT_GROUP = "mistudio.architectures"
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """The training defaults that depend on the architecture (a config that gives them keeps its own)."""
+
+    lr: float  # Adam's lr: at 16,384 latents when width_scaled, else at every width
+    width_scaled: bool  # lr * sqrt(16384 / d_sae), d_sae counted as at least 1024 (sae/config.default_lr)
+    adam_betas: tuple[float, float]
+
+
+# TopK-style (k latents by construction): chosen on held-out activations with
+# benchmarks/bench_recipe.py, README "The training recipe". A TopK latent has a gradient only on
+# the steps it fires; the shorter Adam memories let the higher lr train without killing latents.
+K_SPARSE_RECIPE = Recipe(lr=3.9e-3, width_scaled=True, adam_betas=(0.8, 0.99))
+# Penalty-trained (L1, L0) and plugins: the lr and betas every architecture had before the TopK
+# recipe was tuned. The TopK recipe is no good here: at its lr and betas a ReLU SAE collapses
+# (held-out FVU 1.0 at L0 1.9 after 150 steps). A recipe of their own is still to be measured.
+PENALTY_RECIPE = Recipe(lr=4e-4, width_scaled=False, adam_betas=(0.9, 0.999))
+
+
+@dataclass(frozen=True)
 class Architecture:
     """What the config, trainer, export and CLI need to know about one SAE architecture."""
 
@@ -45,6 +64,7 @@ class Architecture:
     sparsity_field: str | None = None
     # L0 is fixed by construction (k): the training curves show the AuxK loss in its place.
     fixed_l0: bool = False
+    recipe: Recipe = PENALTY_RECIPE  # lr and Adam betas when the config leaves them out
 
     @property
     def fields(self) -> frozenset[str]:
@@ -81,12 +101,13 @@ _BUILT_IN = (
     Architecture(
         "topk", "mistudio.sae.topk:TopKSAE", "the k largest latents per token, an AuxK loss for dead ones",
         saelens_name="topk", params=_TOPK_PARAMS, defaults={"k": lambda profile: profile.topk_k}, fixed_l0=True,
+        recipe=K_SPARSE_RECIPE,
     ),
     Architecture(
         "batchtopk", "mistudio.sae.batchtopk:BatchTopKSAE",
         "k x batch latents across the batch; a global threshold at inference (exported as JumpReLU)",
         saelens_name="jumprelu", params={**_TOPK_PARAMS, "threshold_lr": "batchtopk_threshold_lr"},
-        defaults={"k": lambda profile: profile.topk_k}, fixed_l0=True,
+        defaults={"k": lambda profile: profile.topk_k}, fixed_l0=True, recipe=K_SPARSE_RECIPE,
     ),
     Architecture(
         "jumprelu", "mistudio.sae.jumprelu:JumpReluSAE", "per-latent learned thresholds, trained with an L0 penalty",

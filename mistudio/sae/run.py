@@ -40,12 +40,31 @@ def train_and_export(
     Returns metrics with "stopped": True (and no export) when should_stop() ended it.
     Raises CommitRefused when before_commit refuses a checkpoint or the export.
     """
+    trainer = open_trainer(config, run_dir, latest_checkpoint(prepare_run_dir(run_dir)), on_progress=on_progress,
+                           on_checkpoint=on_checkpoint, should_stop=should_stop, before_commit=before_commit,
+                           evaluator=evaluator)
+    metrics = trainer.train(activations)
+    if metrics.get("stopped"):
+        return metrics
+    return export_run(trainer, metrics, before_commit)
+
+
+def prepare_run_dir(run_dir: Path | str) -> Path:
+    """The run folder, made, without what an attempt killed mid-write left behind."""
     run_dir = Path(run_dir)
-    folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for path in (run_dir, folder.checkpoints):  # what an attempt killed mid-write left behind
+    for path in (run_dir, RunFolder(run_dir).checkpoints):
         remove_abandoned(path)
-    metrics_path = folder.metrics
+    return run_dir
+
+
+def open_trainer(config: TrainingConfig, run_dir: Path | str, checkpoint: Path | None, *,
+                 on_progress: Callable[[dict], None] | None = None, **callbacks) -> Trainer:
+    """A Trainer for run_dir: resumed from `checkpoint` (its metrics.jsonl cut back to that step), or
+    fresh (None: metrics.jsonl started over). Every report is appended to metrics.jsonl, then
+    passed to on_progress."""
+    run_dir = Path(run_dir)
+    metrics_path = RunFolder(run_dir).metrics
 
     def progress(metrics: dict) -> None:
         with metrics_path.open("a") as f:
@@ -53,15 +72,8 @@ def train_and_export(
         if on_progress is not None:
             on_progress(metrics)
 
-    callbacks = dict(
-        on_progress=progress,
-        on_checkpoint=on_checkpoint,
-        should_stop=should_stop,
-        before_commit=before_commit,
-        evaluator=evaluator,
-    )
-    if latest_checkpoint(run_dir) is not None:
-        trainer = Trainer.resume(run_dir, **callbacks)
+    if checkpoint is not None:
+        trainer = Trainer.resume(run_dir, checkpoint, on_progress=progress, **callbacks)
         if config.with_d_in(trainer.config.d_in).model_dump() != trainer.config.model_dump():
             raise InvalidInput(
                 "run_dir", f"{run_dir} holds a run with a different config", "use a new run_dir for a new config"
@@ -69,10 +81,13 @@ def train_and_export(
         _truncate_history(metrics_path, trainer.step)
     else:
         metrics_path.unlink(missing_ok=True)
-        trainer = Trainer(config, run_dir, **callbacks)
-    metrics = trainer.train(activations)
-    if metrics.get("stopped"):
-        return metrics
+        trainer = Trainer(config, run_dir, on_progress=progress, **callbacks)
+    return trainer
+
+
+def export_run(trainer: Trainer, metrics: dict, before_commit: Callable[[int], bool] | None = None) -> dict:
+    """Export a trained SAE (SAELens layout) into its run folder; the metrics with export_dir added."""
+    folder = RunFolder(trainer.run_dir)
     export_saelens(
         trainer.inference_sae(),
         folder.export,

@@ -43,6 +43,7 @@ from mistudio.errors import InvalidInput, TrainingDiverged
 from mistudio.sae.base import SparseAutoencoder
 from mistudio.sae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mistudio.sae.config import TrainingConfig
+from mistudio.sae.memory import peak_memory
 from mistudio.sae.metrics import FiringWindow, VarianceAccumulator
 from mistudio.sae import registry
 from mistudio.sae.schedules import lr_at, sparsity_coefficient_at
@@ -103,6 +104,7 @@ class Trainer:
         # watching for divergence costs no per-step sync; read before every report and checkpoint.
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
+        self._interval_start = time.perf_counter()
 
     # --- setup -----------------------------------------------------------------------
     def _build(self, d_in: int) -> None:
@@ -155,6 +157,12 @@ class Trainer:
         _set_rng_state(state["rng"])
         return trainer
 
+    def saved_stream_state(self) -> dict | None:
+        """Where the data stream was at the checkpoint this trainer resumed from (its state_dict();
+        None for a fresh trainer or a plain iterator): a caller that owns the stream seeks it there."""
+        data = self._data_state
+        return data.get("iterator") if data is not None and not self.finished else None
+
     # --- the loop --------------------------------------------------------------------
     def train(self, activations: Iterable[torch.Tensor]) -> dict:
         """Train until `steps`, the data runs out, or should_stop(). Returns the last metrics."""
@@ -177,6 +185,7 @@ class Trainer:
             self.start(pending)
         stopped = False
         start_step = self.step
+        data = activations if stateful else None
         self._interval_start = time.perf_counter()
         while not self.finished and self.step < cfg.steps:
             if self._stop_requested():
@@ -187,31 +196,51 @@ class Trainer:
             if x is None:
                 self.finished = True  # data exhausted: finish early, honestly reported
                 break
-            self._train_step(x)
-            last = self.step == cfg.steps
-            due_log = self.step % cfg.log_every == 0 or last
-            due_eval = self.evaluator is not None and cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or last)
-            if due_log or due_eval:
-                self._report(evaluate=due_eval)
-            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+            self.train_batch(x)
+            if self.checkpoint_due():
                 if self._stop_requested():
                     stopped = True
                     break
-                self._checkpoint(activations if stateful else None)
+                self.checkpoint(data)
         if not stopped:
-            exhausted = self.finished and self.step < cfg.steps
-            self.finished = True
-            if self._interval_steps:  # data ran out mid-interval
-                self._report(evaluate=self.evaluator is not None and cfg.eval_every > 0)
-            self.last_metrics["data_exhausted"] = exhausted
-            if self.step > start_step and self.run_dir is not None:
-                if self._stop_requested():  # even the final checkpoint is not written after a stop
-                    stopped = True
-                else:
-                    self._checkpoint(activations if stateful else None)
+            stopped = not self.finish(data, checkpoint=self.step > start_step)
         result = dict(self.last_metrics)
         result["stopped"] = stopped
         return result
+
+    # One batch at a time, for a caller that owns the data stream (sae/multi.py feeds several
+    # trainers from one stream); train() is these steps in a loop.
+    def train_batch(self, x: torch.Tensor) -> None:
+        """One optimiser step on batch x, then the progress report (and evaluation) when due."""
+        cfg = self.config
+        self._train_step(x)
+        last = self.step == cfg.steps
+        due_log = self.step % cfg.log_every == 0 or last
+        due_eval = self.evaluator is not None and cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or last)
+        if due_log or due_eval:
+            self._report(evaluate=due_eval)
+
+    def checkpoint_due(self) -> bool:
+        """Whether the step just taken is a periodic checkpoint's (the final one is finish()'s)."""
+        return self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps
+
+    def checkpoint(self, data=None) -> Path | None:
+        """Write a checkpoint now; `data` is the stream whose state_dict() lets a resume seek."""
+        return self._checkpoint(data)
+
+    def finish(self, data=None, *, checkpoint: bool = True) -> bool:
+        """End training: report a partial interval, then the final checkpoint (when `checkpoint`).
+        False when a stop was requested before that checkpoint (nothing written)."""
+        exhausted = self.finished and self.step < self.config.steps
+        self.finished = True
+        if self._interval_steps:  # data ran out mid-interval
+            self._report(evaluate=self.evaluator is not None and self.config.eval_every > 0)
+        self.last_metrics["data_exhausted"] = exhausted
+        if checkpoint and self.run_dir is not None:
+            if self._stop_requested():  # even the final checkpoint is not written after a stop
+                return False
+            self._checkpoint(data)
+        return True
 
     def _train_step(self, x: torch.Tensor) -> None:
         cfg, sae = self.config, self.sae
@@ -288,6 +317,7 @@ class Trainer:
             tokens_seen=self.tokens_seen,
             tokens_per_s=self._interval.tokens / elapsed if elapsed > 0 else float("nan"),
         )
+        metrics.update(peak_memory(self.device))  # peak RSS (and CUDA's peak allocation) of the process
         if evaluate and self.evaluator is not None:
             metrics.update(self.evaluator(self.reconstruct))
         self.last_metrics = metrics

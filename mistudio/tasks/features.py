@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 
-from mistudio import cache, runs, validation
+from mistudio import cache, run_location, validation
 from mistudio.errors import InvalidInput
 from mistudio.events import FeaturesCompleted, FeaturesError, FeaturesProgress, FeaturesStopped
+from mistudio.queue.context import in_worker
 from mistudio.queue.tasks import task
 from mistudio.redis import keys
 from mistudio.settings import get_settings
@@ -33,8 +34,13 @@ def validate_extract_features(params: dict) -> dict:
     validation.only(params, ("training_id", *_OPTIONS), "extract_features")
     # The training id names the run's folder (runs/{training_id}): a plain name, never a path.
     training_id = validation.name(params.get("training_id"), "training_id")
-    folder = runs.existing(training_id)  # InvalidInput naming training_id for an unknown id
-    if not folder.exported():
+    try:
+        folder = run_location.locate(training_id)  # InvalidInput naming training_id for an unknown id
+    except run_location.RunElsewhere:
+        if in_worker():
+            raise  # this device cannot see the run: the error names the device that has it
+        folder = None  # submitted from a device that does not mount the run store: the worker checks the folder
+    if folder is not None and not folder.exported():
         raise InvalidInput("training_id", f"run {training_id!r} has no exported SAE yet",
                            "train first: wait for its train_sae job to succeed (mistudio job ID)")
     clean = {"training_id": training_id}
@@ -52,6 +58,8 @@ def validate_extract_features(params: dict) -> dict:
     if window > _MAX_WINDOW:
         raise InvalidInput("context_window", f"{window:,} tokens either side is more than {_MAX_WINDOW}",
                            "use e.g. context_window=10")
+    if folder is None:
+        return clean
     try:
         d_sae = int(json.loads(folder.export_config.read_text())["d_sae"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -74,10 +82,11 @@ def validate_extract_features(params: dict) -> dict:
 @task("extract_features", queue="gpu", priority=7, channel=keys.features_channel, channel_param="training_id",
       events=("features.progress", "features.completed", "features.stopped", "features.error"),
       validate=validate_extract_features, id_prefix="fx",
-      description="find each feature's top contexts and statistics on held-out text")
+      description="find each feature's top contexts and statistics on held-out text, "
+                  "and score the SAE's reconstruction of it")
 def extract_features(job, training_id: str, **options) -> dict:
     from mistudio.features import extract_features as extract  # why: torch; submit-time validation stays torch-free
-    folder = runs.for_training(training_id)
+    folder = run_location.locate(training_id)
     started = time.time()
     with Reporter(job, keys.features_channel(training_id), FeaturesProgress) as report:
         try:
@@ -98,7 +107,7 @@ def extract_features(job, training_id: str, **options) -> dict:
             "training_id": training_id, "status": "succeeded", "extraction_id": summary["extraction_id"],
             "results_dir": str(folder.features), "duration": time.time() - started,
             **{k: summary[k] for k in ("total_features", "avg_activation_frequency", "dead_neurons",
-                                       "dense_features", "n_tokens", "mean_l0")},
+                                       "dense_features", "n_tokens", "mean_l0", "explained_variance", "fvu")},
         }
         report.event(FeaturesCompleted(**result))
     return result

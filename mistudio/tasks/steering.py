@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 
-from mistudio import events, runs
+from mistudio import events, run_location, runs
 from mistudio.errors import InvalidInput
 from mistudio.events import GenerationCompleted, GenerationError, GenerationStopped, GenerationToken, Publisher
 from mistudio.steering_request import check_against_model, check_request
@@ -57,7 +57,7 @@ def _needs_max(request: dict) -> bool:
 
 def validate_steer(params: dict) -> dict:
     request = check_request(params)
-    folder = runs.existing(request["training_id"])  # InvalidInput naming training_id for an unknown run
+    folder = run_location.locate(request["training_id"])  # InvalidInput naming training_id for an unknown run
     sae = sae_info(folder)
     name, path = resolve_model_path(sae["model"], download=False)
     config = read_config(name, path)
@@ -86,7 +86,7 @@ def steer(job, **request) -> dict:
 
     started = time.time()  # the body runs once the slot and the GPU lock are held
     training_id = request["training_id"]
-    folder = runs.existing(training_id)
+    folder = run_location.locate(training_id)
     sae_cfg = sae_info(folder)
     model = load_model(sae_cfg["model"])
     sae = load_sae(folder.export, device=model.device).requires_grad_(False)

@@ -86,6 +86,8 @@ def summary_html(summary: dict) -> str:
         ("average activation frequency", _fmt(summary["avg_activation_frequency"])),
         ("mean L0 (active features per token)", _fmt(summary.get("mean_l0"))),
     ]
+    if summary.get("explained_variance") is not None:  # summaries written before it was measured have none
+        rows.append(("explained variance of the held-out tokens", _fmt(summary["explained_variance"])))
     return rows_table(rows, "font-weight:600")
 
 

@@ -130,3 +130,47 @@ def training_curves(history: list[dict], max_points: int = 1000, title: str | No
                   if (v := metric_value(h, key, architecture)) is not None and "step" in h]
         set_points(fig.data[i], *decimate([p[0] for p in points], [p[1] for p in points], max_points))
     return fig
+
+
+# One colour per sweep member (Plotly's default cycle); the curves of one member share it.
+MEMBER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                  "#bcbd22", "#17becf")
+# The second curve of a shared panel (dense beside dead, CE-loss recovered beside explained variance).
+_DASHED = ("dense_fraction", "ce_loss_recovered")
+
+
+def sweep_figure(labels: list[str], widget: bool = False, title: str | None = None,
+                 architecture: str | None = None, loss_scale: str = "log"):
+    """The 2x2 training figure for a sweep: the same panels, one line per member in each (its colour,
+    its label in the legend; clicking a label hides that member everywhere). Traces are in
+    (member, curve) order: trace i * len(curves_for(architecture)) + j is member i's curve j."""
+    fig = training_figure(title=title, architecture=architecture, loss_scale=loss_scale)
+    curves = curves_for(architecture)
+    fig.data = []
+    for i, label in enumerate(labels):
+        colour = MEMBER_COLOURS[i % len(MEMBER_COLOURS)]
+        for j, (key, name, panel) in enumerate(curves):
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=label or f"member {i}", legendgroup=str(i),
+                                     showlegend=j == 0, hovertemplate=f"{name}: %{{y:.4g}} at step %{{x}}",
+                                     line=dict(color=colour, dash="dot" if key in _DASHED else None),
+                                     marker=dict(size=4)),
+                          row=panel // 2 + 1, col=panel % 2 + 1)
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top",
+                                  font=dict(size=10), title=dict(text="member")), margin=dict(r=160))
+    if widget:
+        return go.FigureWidget(fig)
+    return fig
+
+
+def sweep_curves(histories: list[list[dict]], labels: list[str], max_points: int = 1000, title: str | None = None,
+                 architecture: str | None = None, loss_scale: str = "log") -> go.Figure:
+    """Static sweep curves from each member's metric history (as training_curves takes one)."""
+    fig = sweep_figure(labels, title=title, architecture=architecture, loss_scale=loss_scale)
+    curves = curves_for(architecture)
+    for i, history in enumerate(histories):
+        for j, (key, _, _) in enumerate(curves):
+            points = [(h["step"], v) for h in history
+                      if (v := metric_value(h, key, architecture)) is not None and "step" in h]
+            set_points(fig.data[i * len(curves) + j], *decimate([p[0] for p in points], [p[1] for p in points],
+                                                                 max_points))
+    return fig

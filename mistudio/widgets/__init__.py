@@ -3,9 +3,10 @@
 from mistudio.widgets.job_view import JobProgressView
 from mistudio.widgets.jobs_view import JobsView
 from mistudio.widgets.monitor import TrainingMonitor
+from mistudio.widgets.sweep_monitor import SweepMonitor
 from mistudio.widgets.system_view import SystemView
 
-__all__ = ["JobProgressView", "JobsView", "SystemView", "TrainingMonitor"]
+__all__ = ["JobProgressView", "JobsView", "SweepMonitor", "SystemView", "TrainingMonitor"]
 from mistudio.widgets.browser import FeatureBrowser  # noqa: E402
 
 __all__ += ["FeatureBrowser"]

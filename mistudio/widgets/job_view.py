@@ -21,7 +21,7 @@ TRAINING_TASK = "train_sae"  # the one kind whose channel carries training.* eve
 def view_for(job):
     """The notebook view that fits the job's kind."""
     if (job.record() or {}).get("task") == TRAINING_TASK:
-        return TrainingMonitor(job)
+        return TrainingMonitor(job)  # a sweep's: a SweepMonitor
     return JobProgressView(job)
 
 

@@ -41,7 +41,7 @@ from mistudio.widgets.polling import keep_running
 from mistudio.widgets.when_done import WhenDone
 
 _SHOWN_METRICS = ("loss", "mse", "explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "aux_loss",
-                  "dead_fraction", "dense_fraction", "lr", "tokens_per_s")
+                  "dead_fraction", "dense_fraction", "lr", "tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb")
 _SUMMARY_FIRST = ("explained_variance", "ce_loss_recovered", "kl_divergence", "l0", "dead_fraction", "dense_fraction",
                   "mse", "loss", "tokens_per_s")
 _BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning", "dead": "danger"}
@@ -67,6 +67,17 @@ def _duration(seconds: float | None) -> str:
 
 
 class TrainingMonitor:
+    def __new__(cls, job, **kw):
+        """TrainingMonitor(job) of a sweep job is its SweepMonitor (every member's curves)."""
+        if cls is TrainingMonitor:
+            record = (job if isinstance(job, Job) else Job(str(job))).record() or {}
+            if "sweep" in (record.get("params") or {}):
+                # why: sweep_monitor subclasses this class (it imports this module)
+                from mistudio.widgets.sweep_monitor import SweepMonitor
+
+                return super().__new__(SweepMonitor)
+        return super().__new__(cls)
+
     def __init__(self, job, *, refresh_hz: float = 2.0, max_points: int = 2000):
         self.job = job if isinstance(job, Job) else Job(str(job))
         self.architecture = (self.job.record().get("params") or {}).get("architecture")
@@ -138,12 +149,14 @@ class TrainingMonitor:
             self.error = value.error
             self.done = True
 
-    def _add_points(self, metrics: dict) -> None:
+    def _add_points(self, metrics: dict, curves: dict | None = None) -> None:
+        """One report's points on each curve (curves: key -> (xs, ys); default this run's)."""
+        curves = self.curves if curves is None else curves
         for key in self.curve_keys:
             value = metric_value(metrics, key, self.architecture)
             if value is None:
                 continue
-            xs, ys = self.curves[key]
+            xs, ys = curves[key]
             # Causal metrics ride along after their eval step (tasks/training.py): plotted there, once.
             step = int(metrics.get("eval_step", self.step)) if key in CAUSAL_METRICS else self.step
             if key in CAUSAL_METRICS and xs and xs[-1] == step:
@@ -213,10 +226,13 @@ class TrainingMonitor:
         self.metrics_html.value = "<div style='line-height:1.6;font-size:13px'>" + " &middot; ".join(
             f"<span style='color:#555'>{html.escape(k)}</span> <b>{_fmt(v)}</b>{where.get(k, '')}"
             for k, v in shown) + "</div>"
+        self._draw_curves()
+        self.cancel_button.disabled = self.done
+
+    def _draw_curves(self) -> None:
         with self.figure.batch_update():
             for i, key in enumerate(self.curve_keys):
                 set_points(self.figure.data[i], *decimate(*self.curves[key], self.max_points))
-        self.cancel_button.disabled = self.done
 
     def summary_html(self) -> str:
         if self.error:

@@ -44,8 +44,9 @@ def _free_port() -> int:
 
 
 class LabServer:
-    def __init__(self, root: Path, state: Path):
+    def __init__(self, root: Path, state: Path, *, args: list[str] = (), env: dict | None = None):
         self.root, self.state = root, state
+        self.args, self.env = list(args), dict(env or {})
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -56,13 +57,13 @@ class LabServer:
             path = settings / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(value))
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.state / "runtime"))
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.state / "runtime"), **self.env)
         self.log = open(self.state / "lab.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.root}", f"--LabApp.user_settings_dir={settings}",
-             f"--LabApp.workspaces_dir={self.state / 'workspaces'}", "--ServerApp.allow_root=True"],
+             f"--LabApp.workspaces_dir={self.state / 'workspaces'}", "--ServerApp.allow_root=True", *self.args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
         wait_until(self._ready, timeout, 0.5, f"JupyterLab on {self.url} (log: {self.log.name})")
         return self

@@ -5,11 +5,14 @@ MISTUDIO_TEST_PAUSE_COMMIT=DIR: the first checkpoint commit of the process (a ca
 JobContext.before_commit with a step) writes DIR/paused, waits until DIR/resume exists,
 then runs the real before_commit. The test takes Redis away in between, so the real
 lease check runs while Redis is down. Nothing is replaced: the real check does the work.
+MISTUDIO_TEST_PAUSE_COMMIT_STEP=N: pause at the first commit of a step >= N instead (the
+earlier checkpoints commit as usual), so a test acts while a job that has a checkpoint is held.
 """
 
 import os
 
 _DIR = os.environ.get("MISTUDIO_TEST_PAUSE_COMMIT")
+_FROM_STEP = int(os.environ.get("MISTUDIO_TEST_PAUSE_COMMIT_STEP") or 0)
 
 if _DIR:
     import json
@@ -22,7 +25,7 @@ if _DIR:
     _paused = []
 
     def _before_commit(self, *args):
-        if args and not _paused:
+        if args and not _paused and int(args[0]) >= _FROM_STEP:
             _paused.append(True)
             folder = Path(_DIR)
             (folder / "paused").write_text(json.dumps({"pid": os.getpid(), "job": self.job_id, "step": int(args[0])}))
