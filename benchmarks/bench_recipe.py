@@ -33,7 +33,10 @@ BUDGETS = {"short": 150 * BATCH, "default": 4_000_000}
 # The defaults before this benchmark chose new ones (TrainingConfig as of issue 15), pinned here so
 # the comparison still means something after the defaults move.
 OLD = dict(lr=4e-4, lr_decay_fraction=0.2, aux_k_coefficient=1 / 32,  # and warmup min(1000, 5% of steps)
-           adam_beta1=0.9, adam_beta2=0.999)
+           adam_beta1=0.9, adam_beta2=0.999,
+           # what ReLU and JumpReLU had before their own recipe: a full-scale tied encoder, the
+           # penalty warmed up over 5 % of steps, JumpReLU's threshold and STE window at 0.5
+           encoder_init_scale=1.0, jumprelu_init_threshold=0.5, jumprelu_bandwidth=0.5)
 
 
 def held_out_split():
@@ -64,8 +67,10 @@ def recipe(name: str, steps: int, custom: dict) -> dict:
     if name == "old":
         warmup = min(1000, steps // 20)
         return dict(lr=OLD["lr"], lr_warmup_steps=warmup, lr_decay_steps=int(OLD["lr_decay_fraction"] * steps),
-                    aux_k_coefficient=OLD["aux_k_coefficient"], adam_beta1=OLD["adam_beta1"],
-                    adam_beta2=OLD["adam_beta2"])
+                    sparsity_warmup_steps=min(1000, steps // 20),
+                    **{name: OLD[name] for name in ("aux_k_coefficient", "adam_beta1", "adam_beta2",
+                                                    "encoder_init_scale", "jumprelu_init_threshold",
+                                                    "jumprelu_bandwidth")})
     if name == "new":
         return {}
     if name == "custom":

@@ -104,13 +104,28 @@ def test_the_default_lr_and_adam_betas_are_the_architectures():
         cfg = TrainingConfig(hook_point=HP, d_in=384, d_sae=3072, architecture=architecture, **fields)
         return round(cfg.lr, 6), cfg.adam_beta1, cfg.adam_beta2
 
-    # TopK-style: the tuned recipe, lr scaled with the width; penalty-trained: the earlier fixed one.
+    # TopK-style: the tuned recipe, lr scaled with the width; penalty-trained: their own, at every width.
     assert recipe("topk") == recipe("batchtopk") == (0.009007, 0.8, 0.99)
-    assert recipe("relu") == recipe("jumprelu") == (0.0004, 0.9, 0.999)
+    assert recipe("relu") == recipe("jumprelu") == (0.005, 0.9, 0.999)
     assert recipe("relu", lr=1e-3, adam_beta1=0.5) == (0.001, 0.5, 0.999)  # what a config gives is kept
     with pytest.raises(InvalidInput) as info:
         TrainingConfig(hook_point=HP, d_in=384, adam_beta2=1.0)
     assert info.value.field == "adam_beta2"
+
+
+def test_the_encoder_init_and_penalty_warmup_are_the_architectures():
+    def init(architecture, **fields):
+        cfg = TrainingConfig(hook_point=HP, d_in=384, architecture=architecture, steps=300, **fields)
+        return cfg.encoder_init_scale, cfg.sparsity_warmup_steps
+
+    # A penalty-trained SAE starts with a small encoder and warms its penalty up over half the run.
+    assert init("relu") == init("jumprelu") == (0.1, 150)
+    assert init("topk") == init("batchtopk") == (1.0, 15)  # no penalty to warm up; 5% as before
+    assert init("relu", encoder_init_scale=0.5, sparsity_warmup_steps=0) == (0.5, 0)
+    assert TrainingConfig(hook_point=HP, d_in=384, architecture="relu", steps=5000).sparsity_warmup_steps == 1000
+    with pytest.raises(InvalidInput) as info:
+        TrainingConfig(hook_point=HP, d_in=384, encoder_init_scale=0.0)
+    assert info.value.field == "encoder_init_scale"
 
 
 def test_the_default_lr_decays_to_zero_over_everything_after_warmup():

@@ -96,7 +96,8 @@ def test_a_plugin_architecture_trains_exports_and_reloads(plugin, tmp_path):
                            on_progress=seen.append)
     assert metrics["step"] == 40 and not metrics["stopped"]
     assert seen[-1]["sparsity_coefficient"] == pytest.approx(2.5)  # the trainer read the record's sparsity field
-    assert seen[-1]["loss"] < seen[0]["loss"]
+    # Reconstruction improved (the total loss need not fall: the penalty warms up over half the run).
+    assert seen[-1]["mse_loss"] < seen[0]["mse_loss"]
     assert "l1_loss" in seen[-1]  # the plugin's own loss terms are logged
 
     cfg = json.loads((run_dir / "sae" / "cfg.json").read_text())

@@ -202,6 +202,18 @@ def test_dead_latents_need_a_full_window_and_feed_auxk():
     assert "aux_loss" not in reports[1] and "aux_loss" in reports[3]
 
 
+@pytest.mark.parametrize("architecture", list(ARCH_KW))
+def test_a_fresh_encoder_is_the_decoder_transposed_at_the_configs_scale(architecture):
+    trainer = Trainer(small_config(architecture, encoder_init_scale=0.25))
+    trainer.start(data().sample(0))
+    sae = trainer.sae
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.d_sae))
+    assert torch.equal(sae.W_enc, sae.W_dec.t() * 0.25)
+    default = Trainer(small_config(architecture))
+    default.start(data().sample(0))
+    assert torch.equal(default.sae.W_enc, default.sae.W_dec.t() * default.config.encoder_init_scale)
+
+
 def test_lr_and_sparsity_schedules():
     from mistudio.sae.schedules import lr_at, sparsity_coefficient_at
 

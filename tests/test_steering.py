@@ -96,7 +96,9 @@ def test_ablating_a_feature_that_never_fires_changes_nothing(tiny_gpt2, sae):
     default, steered = completions(steer(tiny_gpt2, sae, HOOK, request(method="ablate",
                                                                         features=[{"index": 9}])))
     assert steered[0]["token_ids"] == default["token_ids"]
-    assert steered[0]["logprobs"] == default["logprobs"]
+    # Equal to float32 rounding: the two completions run as one batch or two, and a matmul's
+    # kernel (so its last bits) can depend on the batch shape and the threads free at the time.
+    assert steered[0]["logprobs"] == pytest.approx(default["logprobs"], abs=1e-5)
     assert steered[0]["features"] == [{"index": 9, "strength": 0.0}]
 
 

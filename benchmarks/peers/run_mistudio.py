@@ -56,7 +56,8 @@ def main() -> None:
 
     recipe = {name: getattr(config, name, None) for name in (
         "lr", "lr_warmup_steps", "lr_decay_steps", "adam_beta1", "adam_beta2", "aux_k", "aux_k_coefficient",
-        "normalize_activations", "l1_coefficient", "l0_coefficient", "sparsity_warmup_steps")}
+        "normalize_activations", "l1_coefficient", "l0_coefficient", "sparsity_warmup_steps", "encoder_init_scale",
+        "jumprelu_init_threshold", "jumprelu_bandwidth")}
     write_result(job, library="mistudio", version=source_version(), timer=timer, recipe=recipe, heldout=evaluate(forward, job["heldout"], job["d_sae"]))
 
 

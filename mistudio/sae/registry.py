@@ -36,16 +36,20 @@ class Recipe:
     lr: float  # Adam's lr: at 16,384 latents when width_scaled, else at every width
     width_scaled: bool  # lr * sqrt(16384 / d_sae), d_sae counted as at least 1024 (sae/config.default_lr)
     adam_betas: tuple[float, float]
+    encoder_init_scale: float = 1.0  # W_enc starts as this times W_dec^T (decoder rows unit-norm)
+    sparsity_warmup_fraction: float = 0.05  # the penalty's linear warmup, as a fraction of steps (<= 1000)
 
 
 # TopK-style (k latents by construction): chosen on held-out activations with
 # benchmarks/bench_recipe.py, README "The training recipe". A TopK latent has a gradient only on
 # the steps it fires; the shorter Adam memories let the higher lr train without killing latents.
 K_SPARSE_RECIPE = Recipe(lr=3.9e-3, width_scaled=True, adam_betas=(0.8, 0.99))
-# Penalty-trained (L1, L0) and plugins: the lr and betas every architecture had before the TopK
-# recipe was tuned. The TopK recipe is no good here: at its lr and betas a ReLU SAE collapses
-# (held-out FVU 1.0 at L0 1.9 after 150 steps). A recipe of their own is still to be measured.
-PENALTY_RECIPE = Recipe(lr=4e-4, width_scaled=False, adam_betas=(0.9, 0.999))
+# Penalty-trained (L1, L0) and plugins: chosen on held-out activations (README "The training
+# recipe"). The small encoder keeps the first reconstructions near the input's scale instead of
+# several times it; the long penalty warmup lets latents find their inputs before the penalty can
+# push them below zero for good (a ReLU latent that never fires gets no gradient again).
+PENALTY_RECIPE = Recipe(lr=5e-3, width_scaled=False, adam_betas=(0.9, 0.999), encoder_init_scale=0.1,
+                        sparsity_warmup_fraction=0.5)
 
 
 @dataclass(frozen=True)

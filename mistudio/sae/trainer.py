@@ -128,6 +128,10 @@ class Trainer:
         np.random.seed(seed % 2**32)
         x = first.reshape(-1, first.shape[-1])
         self._build(x.shape[-1])
+        # A penalty-trained SAE starts with a small encoder (its recipe's scale, SAELens' decoder
+        # norm 0.1 in our unit-norm-decoder form): at full scale about half of the latents fire on
+        # every token and the first reconstructions overshoot the input several times over.
+        self.sae.W_enc.mul_(self.config.encoder_init_scale)
         x = x.to(self.device, self.sae.W_enc.dtype)
         if self.config.normalize_activations:
             # Mean token norm sqrt(d_in) (SAELens' "expected_average_only_in"): makes lr and
