@@ -71,8 +71,13 @@ export class LineChart {
     const ys = this.points.map(p => p[1]);
     const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
     let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-    if (y0 === y1) {
-      [y0, y1] = [y0 - (Math.abs(y0) || 1) * 0.05, y1 + (Math.abs(y1) || 1) * 0.05];
+    // A range under 1 % of the values (a flat curve, or TopK's L0 of 16 dipping to 15.998) is
+    // drawn in a window of 10 % around it: stretched to full height, float noise would look like a
+    // fall between two axis labels that both read "16".
+    const magnitude = Math.max(Math.abs(y0), Math.abs(y1)) || 1;
+    if (y1 - y0 < magnitude * 0.01) {
+      const mid = (y0 + y1) / 2;
+      [y0, y1] = [mid - magnitude * 0.05, mid + magnitude * 0.05];
     }
     const sx = (x: number) => PAD.left + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
     const sy = (y: number) => H - PAD.bottom - ((y - y0) / (y1 - y0)) * (H - PAD.top - PAD.bottom);
