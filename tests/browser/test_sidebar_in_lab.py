@@ -88,11 +88,13 @@ def test_a_training_from_a_terminal_shows_in_the_panel_advances_and_is_cancelled
     tab.click()
     panel.wait_for(state="hidden", timeout=10_000)
     hidden_at = time.monotonic()
-    time.sleep(7)  # two refresh intervals
+    # Two refresh intervals. Playwright's sync API delivers request events only while it is being
+    # called, so the wait is Playwright's own (a time.sleep would hold every request back until later).
+    page.wait_for_timeout(7_000)
     assert not [t for t in overview_requests if t > hidden_at + 0.5], "the hidden panel kept polling"
-    tab.click()
     # Shown again, it refreshes at once (onAfterShow); the time allowed is for a loaded CI machine.
-    wait_until(lambda: [t for t in overview_requests if t > hidden_at + 7], 15, message="a refresh once shown")
+    with page.expect_request(lambda r: "/mistudio/api/overview" in r.url, timeout=15_000):
+        tab.click()
 
     row = panel.locator(f'.mistudio-job[data-job-id="{training_id}"]')
     row.wait_for(timeout=30_000)
